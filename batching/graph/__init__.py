@@ -1,0 +1,1 @@
+"""Talking to Microsoft Graph: credentials and token policy (`auth`), the `$batch` client (`client`)."""

@@ -1,0 +1,113 @@
+"""The HTTP door in Power Automate's asynchronous pattern: 202 + Location while a job runs,
+200 with per-operation results when every operation is final.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+from urllib.parse import urlencode, urlsplit
+
+import azure.functions as func
+
+from batching.errors import PROBLEM_CONTENT_TYPE, Problem, problem_document
+from batching.models import JOB_ID_PATTERN
+from batching.service import Accepted, Conflict, Invalid, JobView, ProvisioningService
+
+MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+
+
+async def post_job(req: func.HttpRequest, service: ProvisioningService) -> func.HttpResponse:
+    body = req.get_body()
+    if len(body) > MAX_BODY_BYTES:
+        return _problem(413, "The job is too large", [Problem("body", f"is over {MAX_BODY_BYTES} bytes")])
+    result = await service.submit(body)
+    if isinstance(result, Invalid):
+        title = "The job is too large" if result.status == 413 else "The job is invalid"
+        return _problem(result.status, title, result.problems)
+    if isinstance(result, Conflict):
+        return _problem(
+            409,
+            "The jobId is taken",
+            [Problem("jobId", f"{result.job_id!r} already names a job with a different body")],
+        )
+    assert isinstance(result, Accepted)
+    if not result.created:
+        return await get_job_by_id(req, service, result.summary.job_id)
+    return _accepted(req, service, result.summary.job_id, _progress(result.summary.job_id, result.summary, req, service))
+
+
+async def get_job(req: func.HttpRequest, service: ProvisioningService) -> func.HttpResponse:
+    job_id = req.route_params.get("jobId", "")
+    if not re.match(JOB_ID_PATTERN, job_id):
+        return _problem(400, "The job id is invalid", [Problem("jobId", "must match [A-Za-z0-9._-]{1,64}")])
+    return await get_job_by_id(req, service, job_id)
+
+
+async def get_job_by_id(req: func.HttpRequest, service: ProvisioningService, job_id: str) -> func.HttpResponse:
+    view = await service.job(job_id)
+    if view is None:
+        return _problem(404, "No such job", [Problem("jobId", f"no job {job_id!r}")])
+    if not view.summary.done:
+        return _accepted(req, service, job_id, _progress(job_id, view.summary, req, service))
+    return _json(200, _results(view, status_url(req, service, job_id)))
+
+
+def status_url(req: func.HttpRequest, service: ProvisioningService, job_id: str) -> str:
+    """Absolute status URL; keeps a `code` query key so a poller without headers gets through."""
+    parts = urlsplit(req.url)
+    base = service.settings.public_base_url or f"{parts.scheme}://{parts.netloc}"
+    url = f"{base.rstrip('/')}/api/jobs/{job_id}"
+    code = req.params.get("code")
+    return f"{url}?{urlencode({'code': code})}" if code else url
+
+
+def _progress(job_id: str, summary: Any, req: func.HttpRequest, service: ProvisioningService) -> dict[str, Any]:
+    return {
+        "jobId": job_id,
+        "status": summary.status.value,
+        "statusUrl": status_url(req, service, job_id),
+        "operationCount": summary.total,
+        "counts": summary.counts_json(),
+    }
+
+
+def _results(view: JobView, url: str) -> dict[str, Any]:
+    summary = view.summary
+    document: dict[str, Any] = {
+        "jobId": summary.job_id,
+        "status": summary.status.value,
+        "statusUrl": url,
+        "correlationId": summary.correlation_id,
+        "operationCount": summary.total,
+        "counts": summary.counts_json(),
+        "operations": [record.to_json() for record in view.operations],
+    }
+    if summary.reason:
+        document["reason"] = summary.reason
+    return document
+
+
+def _accepted(req: func.HttpRequest, service: ProvisioningService, job_id: str, body: dict[str, Any]) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body),
+        status_code=202,
+        mimetype="application/json",
+        headers={
+            "Location": status_url(req, service, job_id),
+            "Retry-After": str(service.settings.status_retry_after_seconds),
+        },
+    )
+
+
+def _json(status: int, body: dict[str, Any]) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+
+
+def _problem(status: int, title: str, problems: list[Problem]) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(problem_document(problems, title=title, status=status)),
+        status_code=status,
+        mimetype=PROBLEM_CONTENT_TYPE,
+    )

@@ -1,0 +1,247 @@
+"""ProvisioningService: what each door does. HTTP submits and reports; the queue runs work.
+
+    intake (HTTP body / queue text) -> validate (`intake`) -> record + enqueue, or run now
+    (`Processor`: plan -> send -> record / re-enqueue)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+from batching.errors import Problem
+from batching.graph.auth import GraphTokenAuth, build_credential, check_graph_endpoint
+from batching.graph.client import GraphBatchClient, build_http_client
+from batching.intake import Rejection, decode_queue_text, parse_job, read_work_message
+from batching.models import Job, WorkItem, WorkMessage
+from batching.processor import Processor, WorkUnit
+from batching.records import JobSummary, OperationOutcome, OperationRecord, OperationStatus
+from batching.retry import RetryPolicy
+from batching.settings import Settings
+from batching.storage import queue_client, table_client
+from batching.store import ResultStore
+from batching.workqueue import WorkQueue, WorkTooLarge, pack_work
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    summary: JobSummary
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    problems: list[Problem]
+    status: int = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    summary: JobSummary
+    operations: list[OperationRecord]
+
+
+class ProvisioningService:
+    def __init__(self, settings: Settings, store: ResultStore, queue: WorkQueue, processor: Processor) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self._processor = processor
+        self._closers: list[object] = []
+
+    @classmethod
+    def create(
+        cls, settings: Settings, *, graph_transport: httpx.AsyncBaseTransport | None = None
+    ) -> ProvisioningService:
+        """Wire real clients from settings; tests may swap only the Graph transport."""
+        base_url = check_graph_endpoint(settings.graph_base_url, settings.graph_credential)
+        credential = build_credential(settings)
+        http = build_http_client(
+            base_url,
+            GraphTokenAuth(credential, base_url),
+            timeout_seconds=settings.graph_timeout_seconds,
+            transport=graph_transport,
+        )
+        store = ResultStore(table_client(settings, settings.results_table))
+        queue = WorkQueue(
+            queue_client(settings, settings.provisioning_queue),
+            queue_client(settings, settings.poison_queue, base64=False),
+        )
+        policy = RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base_seconds=settings.backoff_base_seconds,
+            cap_seconds=settings.backoff_max_seconds,
+        )
+        processor = Processor(
+            GraphBatchClient(http), store, queue, policy,
+            max_concurrent_batches=settings.graph_max_concurrent_batches,
+        )
+        service = cls(settings, store, queue, processor)
+        service._closers = [http, credential]
+        return service
+
+    async def ensure_resources(self) -> None:
+        await self.store.ensure_table()
+        await self.queue.ensure_queues()
+
+    async def aclose(self) -> None:
+        await self.store.close()
+        await self.queue.close()
+        for closer in self._closers:
+            await closer.aclose() if isinstance(closer, httpx.AsyncClient) else await closer.close()  # type: ignore[attr-defined]
+
+    # --- HTTP door -------------------------------------------------------------------------
+
+    async def submit(self, raw: bytes) -> Accepted | Invalid | Conflict:
+        """Validate, record and enqueue a job; the same jobId and body again is the same job."""
+        parsed = parse_job(raw)
+        if isinstance(parsed, Rejection):
+            return Invalid(parsed.problems)
+        job = parsed
+        items = [WorkItem(operation=op) for op in job.operations]
+        try:
+            messages = pack_work(job.job_id, job.correlation_id, items)
+        except WorkTooLarge as error:
+            return Invalid([Problem("operations", str(error))], status=413)
+
+        summary = _new_summary(job, source="http")
+        if not await self.store.create_job(summary, _pending_rows(job)):
+            existing = await self.store.get_summary(job.job_id)
+            if existing is None or existing.body_hash != job.body_hash:
+                return Conflict(job.job_id)
+            if existing.enqueued:
+                return Accepted(existing, created=False)
+            summary = existing  # recorded earlier but never queued: finish that now
+        for message in messages:
+            await self.queue.send(message)
+        await self.store.mark_enqueued(job.job_id)
+        summary.enqueued = True
+        return Accepted(summary, created=True)
+
+    async def job(self, job_id: str) -> JobView | None:
+        summary = await self.store.get_summary(job_id)
+        if summary is None:
+            return None
+        operations = await self.store.operations(job_id)
+        summary.counts = {}
+        for record in operations:
+            summary.counts[record.status] = summary.counts.get(record.status, 0) + 1
+        return JobView(summary, operations)
+
+    # --- queue door ------------------------------------------------------------------------
+
+    async def handle_queue_message(self, text: str, message_id: str, dequeue_count: int) -> None:
+        """Run a queue message to the end; bad input is recorded as Rejected and poisoned."""
+        data = decode_queue_text(text)
+        try:
+            work = read_work_message(data)
+        except ValueError as error:
+            await self._reject(Rejection([Problem("body", f"malformed work message: {error}")]), text, message_id)
+            return
+        job_id, op_ids = (work.job_id, [i.operation.id for i in work.items]) if work else (None, [])
+        try:
+            if work is not None:
+                await self._processor.run([WorkUnit(work.job_id, work.correlation_id, work.items)])
+                return
+            parsed = parse_job(data)
+            if isinstance(parsed, Rejection):
+                await self._reject(parsed, text, message_id)
+                return
+            job_id, op_ids = parsed.job_id, [op.id for op in parsed.operations]
+            await self._run_submitted(parsed, text, message_id)
+        except Exception as error:
+            # The host poisons the message after this delivery: its operations end Failed.
+            if job_id is not None and dequeue_count >= self.settings.max_dequeue_count:
+                reason = f"processing failed {dequeue_count} times ({type(error).__name__}); the message is in the poison queue"
+                await self._fail_unfinished(job_id, op_ids, reason)
+            raise
+
+    async def _run_submitted(self, job: Job, text: str, message_id: str) -> None:
+        summary = _new_summary(job, source="queue")
+        summary.enqueued = True
+        if not await self.store.create_job(summary, _pending_rows(job)):
+            existing = await self.store.get_summary(job.job_id)
+            if existing is not None and existing.body_hash != job.body_hash:
+                problem = Problem("jobId", f"{job.job_id!r} already names a different job")
+                await self._reject(Rejection([problem], None, job.correlation_id, [op.id for op in job.operations]), text, message_id)
+                return
+        items = [WorkItem(operation=op) for op in job.operations]
+        await self._processor.run([WorkUnit(job.job_id, job.correlation_id, items)])
+
+    async def _reject(self, rejection: Rejection, text: str, message_id: str) -> None:
+        """A Rejected row per operation the message names (or a job row), and the poison queue."""
+        reason = "; ".join(str(problem) for problem in rejection.problems)
+        job_id = rejection.job_id
+        if job_id is None or await self.store.get_summary(job_id) is not None:
+            job_id = f"rejected-{message_id}"
+        summary = JobSummary(
+            job_id=job_id,
+            total=len(rejection.operation_ids),
+            body_hash=None,
+            correlation_id=rejection.correlation_id,
+            source="queue",
+            reason=reason,
+        )
+        rows = [
+            OperationOutcome(op_id=op_id, status=OperationStatus.REJECTED, method="", url="", error_code="invalidMessage", error_message=reason, seq=index)
+            for index, op_id in enumerate(rejection.operation_ids)
+        ]
+        await self.store.create_job(summary, rows)
+        await self.queue.send_poison(text)
+        log.warning("queue message %s rejected as job %s: %s", message_id, job_id, reason)
+
+    async def _fail_unfinished(self, job_id: str, op_ids: list[str], reason: str) -> None:
+        statuses = await self.store.statuses(job_id)
+        summary = await self.store.get_summary(job_id)
+        rows = [
+            OperationOutcome(op_id=op_id, status=OperationStatus.FAILED, method="", url="", error_code="processingFailed", error_message=reason)
+            for op_id in op_ids
+            if not statuses.get(op_id, OperationStatus.PENDING).is_final
+        ]
+        await self.store.record(job_id, summary.correlation_id if summary else None, rows)
+        await self.store.refresh_summary(job_id)
+
+
+def _new_summary(job: Job, *, source: str) -> JobSummary:
+    return JobSummary(
+        job_id=job.job_id,
+        total=len(job.operations),
+        body_hash=job.body_hash,
+        correlation_id=job.correlation_id,
+        source=source,
+    )
+
+
+def _pending_rows(job: Job) -> list[OperationOutcome]:
+    return [
+        OperationOutcome(op_id=op.id, status=OperationStatus.PENDING, method=op.method, url=op.url, seq=index)
+        for index, op in enumerate(job.operations)
+    ]
+
+
+_shared: ProvisioningService | None = None
+_shared_lock = asyncio.Lock()
+
+
+async def shared_service(settings: Settings) -> ProvisioningService:
+    """One service per worker process, created on first use (clients bind to the running loop)."""
+    global _shared
+    async with _shared_lock:
+        if _shared is None:
+            service = ProvisioningService.create(settings)
+            await service.ensure_resources()
+            _shared = service
+        return _shared
+
+
+__all__ = ["Accepted", "Conflict", "Invalid", "JobView", "ProvisioningService", "WorkMessage", "shared_service"]

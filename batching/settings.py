@@ -1,0 +1,84 @@
+"""All settings the app reads, in one typed object read once per process.
+
+Names are the app-setting names used in Azure, `local.settings.json` and the environment,
+so the same object serves the function app, the development host and the operator CLI.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+
+
+class Settings(BaseSettings):
+    """Typed view of the app settings; see README "Settings" for each one."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=False)
+
+    # Storage: a connection string locally (Azurite), identity-based settings in Azure.
+    storage_connection_string: str | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage")
+    )
+    storage_account_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage__accountName")
+    )
+    storage_queue_service_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage__queueServiceUri")
+    )
+    storage_table_service_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage__tableServiceUri")
+    )
+
+    provisioning_queue: str = Field(
+        default="provisioning-requests",
+        validation_alias=AliasChoices("PROVISIONING_QUEUE"),
+        pattern=r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$",
+    )
+    results_table: str = Field(
+        default="ProvisioningResults",
+        validation_alias=AliasChoices("RESULTS_TABLE"),
+        pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
+    )
+
+    graph_base_url: str = Field(
+        default=DEFAULT_GRAPH_BASE_URL, validation_alias=AliasChoices("GRAPH_BASE_URL")
+    )
+    graph_credential: Literal["azure", "emulator"] = Field(
+        default="azure", validation_alias=AliasChoices("GRAPH_CREDENTIAL")
+    )
+    azure_client_id: str | None = Field(default=None, validation_alias=AliasChoices("AZURE_CLIENT_ID"))
+
+    graph_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=230, validation_alias=AliasChoices("GRAPH_TIMEOUT_SECONDS")
+    )
+    graph_max_concurrent_batches: int = Field(
+        default=4, ge=1, le=32, validation_alias=AliasChoices("GRAPH_MAX_CONCURRENT_BATCHES")
+    )
+    max_attempts: int = Field(default=8, ge=1, le=50, validation_alias=AliasChoices("MAX_ATTEMPTS"))
+    backoff_base_seconds: float = Field(
+        default=2.0, gt=0, validation_alias=AliasChoices("BACKOFF_BASE_SECONDS")
+    )
+    backoff_max_seconds: float = Field(
+        default=300.0, gt=0, validation_alias=AliasChoices("BACKOFF_MAX_SECONDS")
+    )
+    max_dequeue_count: int = Field(default=5, ge=1, validation_alias=AliasChoices("MAX_DEQUEUE_COUNT"))
+    status_retry_after_seconds: int = Field(
+        default=5, ge=1, le=3600, validation_alias=AliasChoices("STATUS_RETRY_AFTER_SECONDS")
+    )
+    public_base_url: str | None = Field(default=None, validation_alias=AliasChoices("PUBLIC_BASE_URL"))
+
+    @property
+    def poison_queue(self) -> str:
+        """The Functions host's poison queue for the provisioning queue."""
+        return f"{self.provisioning_queue}-poison"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,61 @@
+"""Storage clients from settings: a connection string (Azurite, dev) or the managed identity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.data.tables.aio import TableClient
+from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueClient
+
+from batching.settings import Settings
+
+
+class StorageNotConfigured(ValueError):
+    """Neither AzureWebJobsStorage nor its identity-based settings are present."""
+
+
+def _identity_credential(settings: Settings) -> Any:
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+    if settings.azure_client_id:
+        return ManagedIdentityCredential(client_id=settings.azure_client_id)
+    return DefaultAzureCredential()
+
+
+def _service_uri(settings: Settings, service: str) -> str:
+    explicit = {
+        "queue": settings.storage_queue_service_uri,
+        "table": settings.storage_table_service_uri,
+    }[service]
+    if explicit:
+        return explicit
+    if settings.storage_account_name:
+        return f"https://{settings.storage_account_name}.{service}.core.windows.net"
+    raise StorageNotConfigured(
+        "set AzureWebJobsStorage (connection string) or AzureWebJobsStorage__accountName"
+    )
+
+
+def queue_client(settings: Settings, queue_name: str, *, base64: bool = True) -> QueueClient:
+    """A queue client; base64 message text by default, as the Functions queue trigger expects."""
+    policies: dict[str, Any] = (
+        {"message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy()}
+        if base64
+        else {}
+    )
+    if settings.storage_connection_string:
+        return QueueClient.from_connection_string(
+            settings.storage_connection_string, queue_name, **policies
+        )
+    return QueueClient(
+        _service_uri(settings, "queue"), queue_name, credential=_identity_credential(settings), **policies
+    )
+
+
+def table_client(settings: Settings, table_name: str) -> TableClient:
+    if settings.storage_connection_string:
+        return TableClient.from_connection_string(settings.storage_connection_string, table_name)
+    return TableClient(
+        _service_uri(settings, "table"), table_name, credential=_identity_credential(settings)
+    )

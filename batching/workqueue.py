@@ -1,0 +1,105 @@
+"""WorkQueue: the app's own messages on the provisioning queue, and the poison queue.
+
+A queue message holds at most 64 KiB after base64, so work is packed into messages by
+dependency group: operations that depend on each other always travel together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Final
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue.aio import QueueClient
+
+from batching.models import WorkItem, WorkMessage
+
+# 64 KiB of base64 carries 48 KiB of JSON; leave room for the envelope.
+MAX_MESSAGE_JSON_BYTES: Final = 45_000
+MAX_VISIBILITY_DELAY_SECONDS: Final = 7 * 24 * 3600
+
+
+class WorkTooLarge(ValueError):
+    """A dependency group that does not fit in one queue message."""
+
+
+def pack_work(
+    job_id: str,
+    correlation_id: str | None,
+    items: Sequence[WorkItem],
+    *,
+    limit: int = MAX_MESSAGE_JSON_BYTES,
+) -> list[WorkMessage]:
+    """Work messages for `items`, each under `limit` bytes, dependency groups kept whole."""
+    groups = _dependency_groups(items)
+    messages: list[WorkMessage] = []
+    current: list[WorkItem] = []
+    current_size = 0
+    envelope = len(WorkMessage(job_id=job_id, correlation_id=correlation_id, items=()).model_dump_json(by_alias=True))
+    for group in groups:
+        size = sum(len(item.model_dump_json(by_alias=True)) + 1 for item in group)
+        if size + envelope > limit:
+            ids = ", ".join(item.operation.id for item in group[:5])
+            raise WorkTooLarge(
+                f"operations {ids}{'...' if len(group) > 5 else ''} depend on each other and together "
+                f"exceed the {limit}-byte queue message limit; split them into smaller jobs"
+            )
+        if current and current_size + size + envelope > limit:
+            messages.append(WorkMessage(job_id=job_id, correlation_id=correlation_id, items=tuple(current)))
+            current, current_size = [], 0
+        current.extend(group)
+        current_size += size
+    if current:
+        messages.append(WorkMessage(job_id=job_id, correlation_id=correlation_id, items=tuple(current)))
+    return messages
+
+
+def _dependency_groups(items: Sequence[WorkItem]) -> list[list[WorkItem]]:
+    """Connected groups under dependsOn, in order of first appearance."""
+    parent = {item.operation.id: item.operation.id for item in items}
+
+    def root(node: str) -> str:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for item in items:
+        for dep in item.operation.depends_on:
+            if dep in parent:
+                parent[root(item.operation.id)] = root(dep)
+    groups: dict[str, list[WorkItem]] = {}
+    for item in items:
+        groups.setdefault(root(item.operation.id), []).append(item)
+    return list(groups.values())
+
+
+class WorkQueue:
+    def __init__(self, queue: QueueClient, poison: QueueClient) -> None:
+        self._queue = queue
+        self._poison = poison
+
+    async def ensure_queues(self) -> None:
+        for client in (self._queue, self._poison):
+            try:
+                await client.create_queue()
+            except ResourceExistsError:
+                pass
+
+    async def close(self) -> None:
+        await self._queue.close()
+        await self._poison.close()
+
+    async def send(self, message: WorkMessage, *, delay_seconds: float = 0) -> None:
+        """Enqueue; the message stays invisible for `delay_seconds` and never expires."""
+        delay = min(MAX_VISIBILITY_DELAY_SECONDS, max(0, math.ceil(delay_seconds)))
+        await self._queue.send_message(
+            message.model_dump_json(by_alias=True),
+            visibility_timeout=delay or None,
+            time_to_live=-1,
+        )
+
+    async def send_poison(self, raw_text: str) -> None:
+        """Keep a message exactly as it arrived, for inspection and replay."""
+        await self._poison.send_message(raw_text, time_to_live=-1)

@@ -1,0 +1,33 @@
+"""`python -m devhost`: run function_app locally without Core Tools.
+
+Settings: the environment, then local.settings.json `Values` (the environment wins).
+DEVHOST_HOST (127.0.0.1), DEVHOST_PORT (7071), FUNCTION_APP_MODULE (function_app).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+
+from devhost.config import QueueOptions, load_local_settings
+from devhost.host import build_host
+
+
+def main() -> None:
+    root = Path.cwd()
+    load_local_settings(root / "local.settings.json")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    host = os.environ.get("DEVHOST_HOST", "127.0.0.1")
+    port = int(os.environ.get("DEVHOST_PORT", "7071"))
+    app = build_host(os.environ.get("FUNCTION_APP_MODULE", "function_app"), QueueOptions.from_host_json(root / "host.json"))
+    print(f"Functions dev host on http://{host}:{port}/api", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Serve a FunctionApp's functions: HTTP routes, queue triggers and timer triggers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import azure.functions as func
+from azure.core.exceptions import ResourceExistsError
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+from azure.storage.queue.aio import QueueClient
+from croniter import croniter
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from devhost.config import QueueOptions, resolve
+
+log = logging.getLogger("devhost")
+LEASE_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class FunctionEntry:
+    name: str
+    handler: Callable[..., Any]
+    trigger: dict[str, Any]
+
+
+def discover(module_name: str) -> list[FunctionEntry]:
+    """Each function's trigger binding, exactly as the Functions host would read it."""
+    module = importlib.import_module(module_name)
+    entries = []
+    for function in module.app.get_functions():
+        bindings = [json.loads(raw) for raw in function.get_raw_bindings()]
+        trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
+        entries.append(FunctionEntry(function.get_function_name(), function.get_user_function(), trigger))
+    return entries
+
+
+async def invoke(entry: FunctionEntry, argument: Any) -> Any:
+    kwargs = {entry.trigger["name"]: argument}
+    if inspect.iscoroutinefunction(entry.handler):
+        return await entry.handler(**kwargs)
+    return await asyncio.to_thread(entry.handler, **kwargs)
+
+
+def _route_regex(route: str) -> re.Pattern[str]:
+    pattern = re.sub(r"\\\{(\w+)(?::\w+)?\\\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(route))
+    return re.compile(f"^{pattern}$")
+
+
+def http_app(entries: list[FunctionEntry]) -> Starlette:
+    routes = [
+        (_route_regex(e.trigger.get("route") or e.name), {m.upper() for m in e.trigger.get("methods") or []}, e)
+        for e in entries
+        if e.trigger["type"] == "httpTrigger"
+    ]
+
+    async def dispatch(request: Request) -> Response:
+        path = request.path_params["path"]
+        allowed = False
+        for pattern, methods, entry in routes:
+            match = pattern.match(path)
+            if not match:
+                continue
+            allowed = True
+            if methods and request.method not in methods:
+                continue
+            req = func.HttpRequest(
+                request.method,
+                str(request.url),
+                headers=dict(request.headers),
+                params=dict(request.query_params),
+                route_params=match.groupdict(),
+                body=await request.body(),
+            )
+            try:
+                result: func.HttpResponse = await invoke(entry, req)
+            except Exception:
+                log.exception("function %s failed", entry.name)
+                return Response(status_code=500)
+            headers = {k: v for k, v in result.headers.items() if k.lower() != "content-type"}
+            return Response(result.get_body(), status_code=result.status_code, headers=headers, media_type=result.mimetype)
+        return Response(status_code=405 if allowed else 404)
+
+    return Starlette(routes=[Route("/api/{path:path}", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
+
+
+class QueuePoller:
+    """The queue trigger's contract: lease, invoke, delete; retry, then poison after maxDequeueCount."""
+
+    def __init__(self, entry: FunctionEntry, options: QueueOptions, make_client: Callable[[str], QueueClient]) -> None:
+        self.entry = entry
+        self.options = options
+        self.queue_name = resolve(entry.trigger["queueName"])
+        self._queue = make_client(self.queue_name)
+        self._poison = make_client(f"{self.queue_name}-poison")
+        self._slots = asyncio.Semaphore(options.batch_size + options.new_batch_threshold)
+
+    async def run(self) -> None:
+        for client in (self._queue, self._poison):
+            with contextlib.suppress(ResourceExistsError):
+                await client.create_queue()
+        idle = 0.1
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                got = 0
+                async for message in self._queue.receive_messages(
+                    messages_per_page=self.options.batch_size,
+                    max_messages=self.options.batch_size,
+                    visibility_timeout=LEASE_SECONDS,
+                ):
+                    got += 1
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._handle(message))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                idle = 0.1 if got else min(self.options.max_polling_interval, idle * 2)
+                await asyncio.sleep(0 if got else idle)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await self._queue.close()
+            await self._poison.close()
+
+    async def _handle(self, message: Any) -> None:
+        try:
+            body = self._decode(message.content)
+            if body is None:
+                log.warning("message %s is not base64; moved to poison", message.id)
+                await self._move_to_poison(message)
+                return
+            lease = asyncio.create_task(self._keep_leased(message))
+            try:
+                await invoke(
+                    self.entry,
+                    QueueMessage(
+                        id=message.id,
+                        body=body,
+                        dequeue_count=message.dequeue_count,
+                        pop_receipt=message.pop_receipt,
+                        insertion_time=message.inserted_on,
+                        expiration_time=message.expires_on,
+                    ),
+                )
+            finally:
+                lease.cancel()
+            await self._queue.delete_message(message)
+        except Exception:
+            log.exception("function %s failed on message %s (delivery %s)", self.entry.name, message.id, message.dequeue_count)
+            with contextlib.suppress(Exception):
+                if message.dequeue_count >= self.options.max_dequeue_count:
+                    await self._move_to_poison(message)
+                else:
+                    await self._queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout))
+        finally:
+            self._slots.release()
+
+    async def _keep_leased(self, message: Any) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            updated = await self._queue.update_message(message, visibility_timeout=LEASE_SECONDS)
+            message.pop_receipt = updated.pop_receipt
+
+    def _decode(self, content: str) -> bytes | None:
+        if self.options.message_encoding == "none":
+            return content.encode("utf-8")
+        try:
+            return base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+
+    async def _move_to_poison(self, message: Any) -> None:
+        await self._poison.send_message(message.content, time_to_live=-1)
+        await self._queue.delete_message(message)
+
+
+async def run_timer(entry: FunctionEntry) -> None:
+    """Fire on the NCRONTAB schedule (six fields, seconds first), in UTC like Azure."""
+    schedule = croniter(resolve(entry.trigger["schedule"]), datetime.now(timezone.utc), second_at_beginning=True)
+    while True:
+        due: datetime = schedule.get_next(datetime)
+        await asyncio.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()))
+        try:
+            await invoke(entry, TimerRequest(past_due=False))
+        except Exception:
+            log.exception("timer function %s failed", entry.name)
+
+
+def background_tasks(entries: list[FunctionEntry], options: QueueOptions) -> list[Callable[[], Any]]:
+    connection = os.environ.get("AzureWebJobsStorage", "")
+
+    def make_client(name: str) -> QueueClient:
+        return QueueClient.from_connection_string(connection, name)
+
+    starters: list[Callable[[], Any]] = []
+    for entry in entries:
+        if entry.trigger["type"] == "queueTrigger":
+            poller = QueuePoller(entry, options, make_client)
+            starters.append(poller.run)
+        elif entry.trigger["type"] == "timerTrigger":
+            starters.append(lambda e=entry: run_timer(e))
+    return starters
+
+
+def build_host(module_name: str, options: QueueOptions) -> Starlette:
+    entries = discover(module_name)
+    app = http_app(entries)
+    starters = background_tasks(entries, options)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(start()) for start in starters]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    app.router.lifespan_context = lifespan
+    for entry in entries:
+        log.info("function %s: %s", entry.name, {k: v for k, v in entry.trigger.items() if k != "direction"})
+    return app

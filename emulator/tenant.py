@@ -1,0 +1,310 @@
+"""The emulator's in-memory tenant: users, groups, members, licences, teams, channels, events."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+JsonBody = Any
+
+
+@dataclass
+class Answer:
+    status: int
+    body: JsonBody = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def error(status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> Answer:
+    payload: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        payload["details"] = details
+    payload["innerError"] = {"request-id": str(uuid.uuid4()), "date": "2026-01-01T00:00:00"}
+    return Answer(status, {"error": payload})
+
+
+Handler = Callable[["Tenant", dict[str, str], JsonBody], Answer]
+
+
+@dataclass
+class Tenant:
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    members: dict[str, set[str]] = field(default_factory=dict)
+    owners: dict[str, set[str]] = field(default_factory=dict)
+    managers: dict[str, str] = field(default_factory=dict)
+    licenses: dict[str, set[str]] = field(default_factory=dict)
+    teams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    channels: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    calendar_permissions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    created: list[tuple[str, str]] = field(default_factory=list)  # (kind, key) per create
+
+    def seed_users(self, count: int, domain: str = "contoso.com") -> list[str]:
+        upns = []
+        for index in range(1, count + 1):
+            upn = f"user{index}@{domain}"
+            self._add_user({"userPrincipalName": upn, "displayName": f"User {index}"})
+            upns.append(upn)
+        return upns
+
+    # --- lookups ---------------------------------------------------------------------
+
+    def find_user(self, key: str) -> dict[str, Any] | None:
+        if key in self.users:
+            return self.users[key]
+        lowered = key.lower()
+        return next((u for u in self.users.values() if u["userPrincipalName"].lower() == lowered), None)
+
+    def find_object(self, key: str) -> tuple[str, str] | None:
+        user = self.find_user(key)
+        if user:
+            return ("user", user["id"])
+        if key in self.groups:
+            return ("group", key)
+        return None
+
+    def _add_user(self, body: dict[str, Any]) -> dict[str, Any]:
+        user = {"id": str(uuid.uuid4()), "accountEnabled": True, **body}
+        user.pop("passwordProfile", None)
+        self.users[user["id"]] = user
+        self.created.append(("user", user["userPrincipalName"].lower()))
+        return user
+
+    # --- request routing -------------------------------------------------------------
+
+    def handle(self, method: str, url: str, body: JsonBody) -> Answer:
+        path = url.split("?", 1)[0].rstrip("/") or "/"
+        for route_method, pattern, handler in ROUTES:
+            if route_method != method:
+                continue
+            match = pattern.match(path)
+            if match:
+                return handler(self, match.groupdict(), body)
+        return error(400, "BadRequest", f"Resource not found for the segment '{path}' (emulator)")
+
+
+def _ref_target(body: JsonBody) -> str | None:
+    ref = body.get("@odata.id") if isinstance(body, dict) else None
+    return ref.rstrip("/").rsplit("/", 1)[-1] if isinstance(ref, str) else None
+
+
+def _not_found(kind: str, key: str) -> Answer:
+    return error(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist or one of its queried reference-property objects are not present.")
+
+
+def create_user(t: Tenant, _: dict[str, str], body: JsonBody) -> Answer:
+    if not isinstance(body, dict) or not body.get("userPrincipalName"):
+        return error(400, "Request_BadRequest", "Property userPrincipalName is required.")
+    if t.find_user(body["userPrincipalName"]):
+        return error(
+            400,
+            "Request_BadRequest",
+            "Another object with the same value for property userPrincipalName already exists.",
+            [{"code": "ObjectConflict", "target": "userPrincipalName"}],
+        )
+    return Answer(201, t._add_user(body))
+
+
+def list_users(t: Tenant, _: dict[str, str], __: JsonBody) -> Answer:
+    return Answer(200, {"value": list(t.users.values())[:100]})
+
+
+def get_user(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    user = t.find_user(p["user"])
+    return Answer(200, user) if user else _not_found("user", p["user"])
+
+
+def patch_user(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
+    user = t.find_user(p["user"])
+    if not user:
+        return _not_found("user", p["user"])
+    if not isinstance(body, dict):
+        return error(400, "Request_BadRequest", "A JSON object body is required.")
+    user.update({k: v for k, v in body.items() if k != "id"})
+    return Answer(204)
+
+
+def delete_user(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    user = t.find_user(p["user"])
+    if not user:
+        return _not_found("user", p["user"])
+    del t.users[user["id"]]
+    return Answer(204)
+
+
+def set_manager(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
+    user, target = t.find_user(p["user"]), _ref_target(body)
+    manager = t.find_user(target) if target else None
+    if not user or not manager:
+        return _not_found("user", p["user"] if not user else str(target))
+    t.managers[user["id"]] = manager["id"]
+    return Answer(204)
+
+
+def get_manager(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    user = t.find_user(p["user"])
+    if not user or user["id"] not in t.managers:
+        return _not_found("manager", p["user"])
+    return Answer(200, t.users[t.managers[user["id"]]])
+
+
+def assign_license(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
+    user = t.find_user(p["user"])
+    if not user:
+        return _not_found("user", p["user"])
+    if not user.get("usageLocation"):
+        return error(400, "Request_BadRequest", "License assignment failed because service plans have an invalid usage location.")
+    sku_ids = {str(item.get("skuId")) for item in (body or {}).get("addLicenses", []) if isinstance(item, dict)}
+    t.licenses.setdefault(user["id"], set()).update(sku_ids)
+    t.licenses[user["id"]].difference_update(str(s) for s in (body or {}).get("removeLicenses", []))
+    return Answer(200, user)
+
+
+def create_group(t: Tenant, _: dict[str, str], body: JsonBody) -> Answer:
+    if not isinstance(body, dict) or not body.get("displayName") or not body.get("mailNickname"):
+        return error(400, "Request_BadRequest", "Properties displayName and mailNickname are required.")
+    group = {"id": str(uuid.uuid4()), "groupTypes": [], **body}
+    t.groups[group["id"]] = group
+    t.created.append(("group", group["id"]))
+    return Answer(201, group)
+
+
+def get_group(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    group = t.groups.get(p["group"])
+    return Answer(200, group) if group else _not_found("group", p["group"])
+
+
+def patch_group(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
+    group = t.groups.get(p["group"])
+    if not group:
+        return _not_found("group", p["group"])
+    group.update(body if isinstance(body, dict) else {})
+    return Answer(204)
+
+
+def add_member(t: Tenant, p: dict[str, str], body: JsonBody, *, role: str = "members") -> Answer:
+    group = t.groups.get(p["group"])
+    target = _ref_target(body)
+    found = t.find_object(target) if target else None
+    if not group:
+        return _not_found("group", p["group"])
+    if not found:
+        return error(400, "Request_BadRequest", "One or more of the object references referenced in the request don't exist.")
+    bucket = (t.members if role == "members" else t.owners).setdefault(group["id"], set())
+    if found[1] in bucket:
+        return error(400, "Request_BadRequest", f"One or more added object references already exist for the following modified properties: '{role}'.")
+    bucket.add(found[1])
+    return Answer(204)
+
+
+def list_members(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    if p["group"] not in t.groups:
+        return _not_found("group", p["group"])
+    ids = t.members.get(p["group"], set())
+    return Answer(200, {"value": [{"id": i} for i in sorted(ids)]})
+
+
+def remove_member(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    bucket = t.members.get(p["group"], set())
+    if p["member"] not in bucket:
+        return _not_found("member", p["member"])
+    bucket.discard(p["member"])
+    return Answer(204)
+
+
+def create_team(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
+    group = t.groups.get(p["group"])
+    if not group:
+        return _not_found("group", p["group"])
+    if "Unified" not in group.get("groupTypes", []):
+        return error(400, "BadRequest", "Group must be a Microsoft 365 (Unified) group to create a team.")
+    if p["group"] in t.teams:
+        return error(409, "Conflict", "Team already exists for this group.")
+    team = {"id": p["group"], "displayName": group.get("displayName"), **(body if isinstance(body, dict) else {})}
+    t.teams[p["group"]] = team
+    t.channels[p["group"]] = [{"id": f"19:general-{p['group']}", "displayName": "General"}]
+    t.created.append(("team", p["group"]))
+    return Answer(201, team)
+
+
+def get_team(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    team = t.teams.get(p["team"])
+    return Answer(200, team) if team else _not_found("team", p["team"])
+
+
+def create_channel(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
+    if p["team"] not in t.teams:
+        return _not_found("team", p["team"])
+    name = body.get("displayName") if isinstance(body, dict) else None
+    if not name:
+        return error(400, "BadRequest", "displayName is required.")
+    if any(c["displayName"].lower() == name.lower() for c in t.channels[p["team"]]):
+        return error(400, "NameAlreadyExists", f"Channel name '{name}' already existed.")
+    channel = {"id": f"19:{uuid.uuid4().hex}@thread.tacv2", **body}
+    t.channels[p["team"]].append(channel)
+    t.created.append(("channel", f"{p['team']}/{name.lower()}"))
+    return Answer(201, channel)
+
+
+def list_channels(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    if p["team"] not in t.teams:
+        return _not_found("team", p["team"])
+    return Answer(200, {"value": t.channels[p["team"]]})
+
+
+def create_event(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
+    owner = p.get("user") or p.get("group") or ""
+    exists = t.find_user(owner) if "user" in p else t.groups.get(owner)
+    if not exists:
+        return _not_found("owner", owner)
+    event = {"id": str(uuid.uuid4()), **(body if isinstance(body, dict) else {})}
+    t.events.setdefault(owner, []).append(event)
+    t.created.append(("event", event["id"]))
+    return Answer(201, event)
+
+
+def add_calendar_permission(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
+    user = t.find_user(p["user"])
+    if not user:
+        return _not_found("user", p["user"])
+    permission = {"id": str(uuid.uuid4()), **(body if isinstance(body, dict) else {})}
+    t.calendar_permissions.setdefault(user["id"], []).append(permission)
+    return Answer(201, permission)
+
+
+_SEG = r"[^/]+"
+
+
+def _route(method: str, template: str, handler: Handler) -> tuple[str, re.Pattern[str], Handler]:
+    regex = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>{_SEG})", re.escape(template).replace(r"\{", "{").replace(r"\}", "}"))
+    return (method, re.compile(f"^{regex}$", re.IGNORECASE), handler)
+
+
+ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
+    _route("POST", "/users", create_user),
+    _route("GET", "/users", list_users),
+    _route("GET", "/users/{user}", get_user),
+    _route("PATCH", "/users/{user}", patch_user),
+    _route("DELETE", "/users/{user}", delete_user),
+    _route("PUT", "/users/{user}/manager/$ref", set_manager),
+    _route("GET", "/users/{user}/manager", get_manager),
+    _route("POST", "/users/{user}/assignLicense", assign_license),
+    _route("POST", "/users/{user}/events", create_event),
+    _route("POST", "/users/{user}/calendar/calendarPermissions", add_calendar_permission),
+    _route("POST", "/groups", create_group),
+    _route("GET", "/groups/{group}", get_group),
+    _route("PATCH", "/groups/{group}", patch_group),
+    _route("POST", "/groups/{group}/members/$ref", add_member),
+    _route("GET", "/groups/{group}/members", list_members),
+    _route("DELETE", "/groups/{group}/members/{member}/$ref", remove_member),
+    _route("POST", "/groups/{group}/owners/$ref", lambda t, p, b: add_member(t, p, b, role="owners")),
+    _route("PUT", "/groups/{group}/team", create_team),
+    _route("POST", "/groups/{group}/events", create_event),
+    _route("GET", "/teams/{team}", get_team),
+    _route("GET", "/teams/{team}/channels", list_channels),
+    _route("POST", "/teams/{team}/channels", create_channel),
+]

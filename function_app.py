@@ -1,0 +1,29 @@
+"""Azure Functions entry point: trigger wiring only; all behaviour lives in `batching`."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from batching import http_api
+from batching.service import shared_service
+from batching.settings import get_settings
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.route(route="jobs", methods=["POST"])
+async def submit_job(req: func.HttpRequest) -> func.HttpResponse:
+    return await http_api.post_job(req, await shared_service(get_settings()))
+
+
+@app.route(route="jobs/{jobId}", methods=["GET"])
+async def job_status(req: func.HttpRequest) -> func.HttpResponse:
+    return await http_api.get_job(req, await shared_service(get_settings()))
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%PROVISIONING_QUEUE%", connection="AzureWebJobsStorage")
+async def process_queue_message(msg: func.QueueMessage) -> None:
+    service = await shared_service(get_settings())
+    await service.handle_queue_message(
+        msg.get_body().decode("utf-8", errors="replace"), msg.id or "", msg.dequeue_count or 1
+    )

@@ -1,0 +1,54 @@
+"""Fixtures: a real Azurite per session, the Graph emulator over loopback, a dev host per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.stack import Azurite, DevHost, ServedEmulator, run_azurite, serve_emulator, start_devhost
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    with run_azurite() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def served_emulator() -> Iterator[ServedEmulator]:
+    with serve_emulator() as served:
+        yield served
+
+
+@pytest.fixture
+def graph(served_emulator: ServedEmulator) -> ServedEmulator:
+    served_emulator.emulator.reset()
+    return served_emulator
+
+
+@pytest.fixture
+def app_env(azurite: Azurite, graph: ServedEmulator) -> dict[str, str]:
+    """Settings for one test: its own queue and table, so tests never see each other's work."""
+    suffix = uuid.uuid4().hex[:10]
+    return {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "PROVISIONING_QUEUE": f"prov-{suffix}",
+        "RESULTS_TABLE": f"Results{suffix}",
+        "GRAPH_BASE_URL": graph.base_url,
+        "GRAPH_CREDENTIAL": "emulator",
+        "BACKOFF_BASE_SECONDS": "0.5",
+        "STATUS_RETRY_AFTER_SECONDS": "1",
+    }
+
+
+@pytest.fixture
+def devhost(app_env: dict[str, str], tmp_path: Path) -> Iterator[DevHost]:
+    host = start_devhost(app_env, tmp_path / "devhost.log")
+    try:
+        yield host
+    finally:
+        host.stop()
+        print(host.log()[-4000:])

@@ -1,0 +1,62 @@
+"""Reading what the app wrote, straight from Azurite (the real storage, never a mock)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from azure.data.tables import TableClient
+from azure.storage.queue import QueueClient
+
+
+def rows(env: dict[str, str], job_id: str) -> dict[str, dict[str, Any]]:
+    """Operation rows of a job by operation id (the summary row, RowKey '', left out)."""
+    with TableClient.from_connection_string(env["AzureWebJobsStorage"], env["RESULTS_TABLE"]) as table:
+        entities = table.query_entities("PartitionKey eq @pk", parameters={"pk": job_id})
+        return {e["RowKey"]: dict(e) for e in entities if e["RowKey"] != ""}
+
+
+def summary(env: dict[str, str], job_id: str) -> dict[str, Any]:
+    with TableClient.from_connection_string(env["AzureWebJobsStorage"], env["RESULTS_TABLE"]) as table:
+        return dict(table.get_entity(job_id, ""))
+
+
+def all_partitions(env: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    with TableClient.from_connection_string(env["AzureWebJobsStorage"], env["RESULTS_TABLE"]) as table:
+        result: dict[str, list[dict[str, Any]]] = {}
+        for entity in table.list_entities():
+            result.setdefault(entity["PartitionKey"], []).append(dict(entity))
+        return result
+
+
+def put_message(env: dict[str, str], text: str, *, as_base64: bool) -> None:
+    with QueueClient.from_connection_string(env["AzureWebJobsStorage"], env["PROVISIONING_QUEUE"]) as queue:
+        try:
+            queue.create_queue()
+        except Exception:  # noqa: BLE001 - already exists
+            pass
+        queue.send_message(base64.b64encode(text.encode()).decode() if as_base64 else text)
+
+
+def poison_messages(env: dict[str, str]) -> list[str]:
+    name = f"{env['PROVISIONING_QUEUE']}-poison"
+    with QueueClient.from_connection_string(env["AzureWebJobsStorage"], name) as queue:
+        try:
+            return [m.content for m in queue.peek_messages(max_messages=32)]
+        except Exception:  # noqa: BLE001 - queue not created yet
+            return []
+
+
+def job(ops: list[dict[str, Any]], job_id: str | None = None) -> str:
+    document: dict[str, Any] = {"operations": ops}
+    if job_id:
+        document["jobId"] = job_id
+    return json.dumps(document)
+
+
+def patch_users(count: int) -> list[dict[str, Any]]:
+    return [
+        {"id": f"u{i}", "method": "PATCH", "url": f"/users/user{i}@contoso.com", "body": {"jobTitle": f"Title {i}"}}
+        for i in range(1, count + 1)
+    ]
