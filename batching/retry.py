@@ -18,17 +18,19 @@ NO_ANSWER: Final = 0  # the call got no HTTP answer (timeout, connection reset)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After value: `10`, `2.128`, `30,120` (first), or an HTTP-date."""
-    if value is None:
+    """Seconds to wait from a Retry-After value: `10`, `2.128`, `30,120` (first), or an HTTP-date.
+
+    An HTTP-date has a comma of its own (`Sun, 22 Nov 2026 18:20:27 GMT`), so only a list
+    that starts with a number is split.
+    """
+    if value is None or not value.strip():
         return None
     first = value.split(",", 1)[0].strip()
-    if not first:
-        return None
     try:
         seconds = float(first)
     except ValueError:
         try:
-            when = parsedate_to_datetime(first)
+            when = parsedate_to_datetime(value.strip())
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:

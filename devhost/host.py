@@ -121,16 +121,19 @@ class QueuePoller:
         try:
             while True:
                 got = 0
-                async for message in self._queue.receive_messages(
-                    messages_per_page=self.options.batch_size,
-                    max_messages=self.options.batch_size,
-                    visibility_timeout=LEASE_SECONDS,
-                ):
-                    got += 1
-                    await self._slots.acquire()
-                    task = asyncio.create_task(self._handle(message))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                try:
+                    async for message in self._queue.receive_messages(
+                        messages_per_page=self.options.batch_size,
+                        max_messages=self.options.batch_size,
+                        visibility_timeout=LEASE_SECONDS,
+                    ):
+                        got += 1
+                        await self._slots.acquire()
+                        task = asyncio.create_task(self._handle(message))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                except Exception:  # storage hiccup: keep polling, like the Functions host
+                    log.exception("polling %s failed", self.queue_name)
                 idle = 0.1 if got else min(self.options.max_polling_interval, idle * 2)
                 await asyncio.sleep(0 if got else idle)
         finally:

@@ -69,7 +69,7 @@ class GraphEmulator:
         self.tenant = Tenant()
         self.config = EmulatorConfig()
         self.calls: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.app = Starlette(
             routes=[
                 Route("/v1.0/$batch", self.batch, methods=["POST"]),

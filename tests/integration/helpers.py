@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
@@ -14,7 +15,10 @@ def rows(env: dict[str, str], job_id: str) -> dict[str, dict[str, Any]]:
     """Operation rows of a job by operation id (the summary row, RowKey '', left out)."""
     with TableClient.from_connection_string(env["AzureWebJobsStorage"], env["RESULTS_TABLE"]) as table:
         entities = table.query_entities("PartitionKey eq @pk", parameters={"pk": job_id})
-        return {e["RowKey"]: dict(e) for e in entities if e["RowKey"] != ""}
+        try:
+            return {e["RowKey"]: dict(e) for e in entities if e["RowKey"] != ""}
+        except ResourceNotFoundError:  # the app creates its table on first use
+            return {}
 
 
 def summary(env: dict[str, str], job_id: str) -> dict[str, Any]:
@@ -25,8 +29,11 @@ def summary(env: dict[str, str], job_id: str) -> dict[str, Any]:
 def all_partitions(env: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     with TableClient.from_connection_string(env["AzureWebJobsStorage"], env["RESULTS_TABLE"]) as table:
         result: dict[str, list[dict[str, Any]]] = {}
-        for entity in table.list_entities():
-            result.setdefault(entity["PartitionKey"], []).append(dict(entity))
+        try:
+            for entity in table.list_entities():
+                result.setdefault(entity["PartitionKey"], []).append(dict(entity))
+        except ResourceNotFoundError:
+            return {}
         return result
 
 

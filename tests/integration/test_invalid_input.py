@@ -1,0 +1,86 @@
+"""Bad input gets a clear answer: 400 naming every bad field, or Rejected rows + poison."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import httpx
+import pytest
+
+from tests.integration.helpers import all_partitions, poison_messages, put_message
+from tests.stack import DevHost, ServedEmulator, wait_until
+
+GOOD = {"id": "a", "method": "GET", "url": "/users/a@contoso.com"}
+JUNK = os.urandom(21 * 1024).hex()[: 21 * 1024]
+
+CASES = {
+    "bad-json": ('{"operations": [', {"body"}),
+    "unknown-method": (json.dumps({"operations": [{**GOOD, "method": "FETCH"}]}), {"operations[0].method"}),
+    "absolute-url": (
+        json.dumps({"operations": [{**GOOD, "url": "https://evil.example/users"}]}),
+        {"operations[0].url"},
+    ),
+    "protocol-relative-url": (json.dumps({"operations": [{**GOOD, "url": "//evil.example/users"}]}), {"operations[0].url"}),
+    "duplicate-ids": (json.dumps({"operations": [GOOD, {**GOOD, "id": "A"}]}), {"operations[1].id"}),
+    "cycle": (
+        json.dumps(
+            {"operations": [{**GOOD, "dependsOn": "b"}, {**GOOD, "id": "b", "dependsOn": ["a"]}]}
+        ),
+        {"operations[0].dependsOn"},
+    ),
+    "junk-21kb": (JUNK, {"body"}),
+    "many-bad-fields": (
+        json.dumps(
+            {
+                "jobId": "not valid!",
+                "operations": [
+                    {"id": "x/y", "method": "GET", "url": "/users/a"},
+                    {"id": "b", "method": "PATCH", "url": "/v1.0/users/b", "headers": {"Authorization": "x"}},
+                ],
+            }
+        ),
+        {"jobId", "operations[0].id", "operations[1].url", "operations[1].headers"},
+    ),
+    "not-allow-listed": (
+        json.dumps({"operations": [{"id": "a", "method": "DELETE", "url": "/applications/123"}]}),
+        {"operations[0].url"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_invalid_http_job_gets_400_naming_every_bad_field(devhost: DevHost, graph: ServedEmulator, case: str) -> None:
+    body, fields = CASES[case]
+    response = httpx.post(f"{devhost.base_url}/api/jobs", content=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert {error["field"] for error in problem["errors"]} == fields
+    assert "Traceback" not in response.text
+    assert graph.emulator.batch_calls() == []
+
+
+def test_invalid_queue_messages_get_rejected_rows_and_the_poison_queue(
+    devhost: DevHost, graph: ServedEmulator, app_env: dict[str, str]
+) -> None:
+    for body, _ in CASES.values():
+        put_message(app_env, body, as_base64=False)
+
+    wait_until(lambda: len(poison_messages(app_env)) == len(CASES), timeout=30)
+    wait_until(lambda: len(all_partitions(app_env)) == len(CASES), timeout=10)
+
+    assert sorted(poison_messages(app_env)) == sorted(body for body, _ in CASES.values())
+    partitions = all_partitions(app_env)
+    for entities in partitions.values():
+        job_row = next(e for e in entities if e["RowKey"] == "")
+        assert job_row["Status"] == "Rejected"
+        assert job_row["Reason"]
+        for row in entities:
+            if row["RowKey"]:
+                assert row["Status"] == "Rejected"
+                assert row["ErrorMessage"] == job_row["Reason"]
+    # the cycle message named two operations: each has its own Rejected row
+    assert any({e["RowKey"] for e in entities} == {"", "a", "b"} for entities in partitions.values())
+    assert graph.emulator.batch_calls() == []
+    assert "Traceback" not in devhost.log()
