@@ -35,7 +35,9 @@ async def post_job(req: func.HttpRequest, service: ProvisioningService) -> func.
     assert isinstance(result, Accepted)
     if not result.created:
         return await get_job_by_id(req, service, result.summary.job_id)
-    return _accepted(req, service, result.summary.job_id, _progress(result.summary.job_id, result.summary, req, service))
+    return _accepted(
+        req, service, result.summary.job_id, _progress(result.summary.job_id, result.summary, req, service)
+    )
 
 
 async def get_job(req: func.HttpRequest, service: ProvisioningService) -> func.HttpResponse:
@@ -45,7 +47,9 @@ async def get_job(req: func.HttpRequest, service: ProvisioningService) -> func.H
     return await get_job_by_id(req, service, job_id)
 
 
-async def get_job_by_id(req: func.HttpRequest, service: ProvisioningService, job_id: str) -> func.HttpResponse:
+async def get_job_by_id(
+    req: func.HttpRequest, service: ProvisioningService, job_id: str
+) -> func.HttpResponse:
     view = await service.job(job_id)
     if view is None:
         return _problem(404, "No such job", [Problem("jobId", f"no job {job_id!r}")])
@@ -63,7 +67,9 @@ def status_url(req: func.HttpRequest, service: ProvisioningService, job_id: str)
     return f"{url}?{urlencode({'code': code})}" if code else url
 
 
-def _progress(job_id: str, summary: Any, req: func.HttpRequest, service: ProvisioningService) -> dict[str, Any]:
+def _progress(
+    job_id: str, summary: Any, req: func.HttpRequest, service: ProvisioningService
+) -> dict[str, Any]:
     return {
         "jobId": job_id,
         "status": summary.status.value,
@@ -89,7 +95,9 @@ def _results(view: JobView, url: str) -> dict[str, Any]:
     return document
 
 
-def _accepted(req: func.HttpRequest, service: ProvisioningService, job_id: str, body: dict[str, Any]) -> func.HttpResponse:
+def _accepted(
+    req: func.HttpRequest, service: ProvisioningService, job_id: str, body: dict[str, Any]
+) -> func.HttpResponse:
     return func.HttpResponse(
         json.dumps(body),
         status_code=202,

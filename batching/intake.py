@@ -80,9 +80,7 @@ def parse_job(raw: bytes | str) -> Job | Rejection:
     except ValidationError as error:
         return _salvage(document, container, problems_from_validation(error))
 
-    specs = (
-        submission.operations if isinstance(submission, JobSubmission) else submission.requests
-    )
+    specs = submission.operations if isinstance(submission, JobSubmission) else submission.requests
     problems = check_operation_graph(specs, container)
     if problems:
         return _salvage(document, container, problems)
@@ -152,7 +150,7 @@ def _cycle_problems(specs: list[OperationSpec], container: str) -> list[Problem]
         path.append(node)
         for dep in deps[node]:
             if state.get(dep) == 1:
-                cycle = path[path.index(dep) :] + [dep]
+                cycle = [*path[path.index(dep) :], dep]
                 problems.append(
                     Problem(
                         f"{container}[{index_of[dep]}].dependsOn",

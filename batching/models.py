@@ -98,9 +98,7 @@ class OperationSpec(_Strict):
     url: GraphUrl
     headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(default_factory=dict)
     body: JsonValue = None
-    depends_on: Annotated[list[OperationId], BeforeValidator(_as_id_list)] = Field(
-        default_factory=list
-    )
+    depends_on: Annotated[list[OperationId], BeforeValidator(_as_id_list)] = Field(default_factory=list)
 
 
 class JobSubmission(_Strict):
@@ -108,9 +106,7 @@ class JobSubmission(_Strict):
 
     job_id: Annotated[str | None, Field(pattern=JOB_ID_PATTERN)] = None
     correlation_id: Annotated[str | None, Field(max_length=256)] = None
-    operations: Annotated[
-        list[OperationSpec], Field(min_length=1, max_length=MAX_OPERATIONS_PER_SUBMISSION)
-    ]
+    operations: Annotated[list[OperationSpec], Field(min_length=1, max_length=MAX_OPERATIONS_PER_SUBMISSION)]
 
 
 class GraphBatchSubmission(_Strict):
@@ -118,9 +114,7 @@ class GraphBatchSubmission(_Strict):
 
     job_id: Annotated[str | None, Field(pattern=JOB_ID_PATTERN)] = None
     correlation_id: Annotated[str | None, Field(max_length=256)] = None
-    requests: Annotated[
-        list[OperationSpec], Field(min_length=1, max_length=MAX_OPERATIONS_PER_SUBMISSION)
-    ]
+    requests: Annotated[list[OperationSpec], Field(min_length=1, max_length=MAX_OPERATIONS_PER_SUBMISSION)]
 
 
 class Operation(BaseModel):

@@ -83,6 +83,7 @@ class WavePlanner:
                 ready.append(planned)
             elif isinstance(verdict, SkippedItem):
                 wave.skipped.append(verdict)
+                del self._open[key]
                 self._settle(key, OperationStatus.SKIPPED, root=verdict.failed_dependency)
             elif verdict == "outside":
                 wave.waiting_outside.append(planned)

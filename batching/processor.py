@@ -86,11 +86,15 @@ class Processor:
                 )
             for waiting in wave.waiting_outside:
                 self._retry_or_fail(
-                    planner, result, waiting, None, retry_after=None,
+                    planner,
+                    result,
+                    waiting,
+                    None,
+                    retry_after=None,
                     reason="a dependency in another message has not finished yet",
                 )
             responses = await asyncio.gather(*(self._send(batch) for batch in wave.batches))
-            for batch, response in zip(wave.batches, responses):
+            for batch, response in zip(wave.batches, responses, strict=False):
                 self._classify(planner, result, batch, response)
             await self._commit(result, correlation)
 
@@ -112,7 +116,10 @@ class Processor:
             response = await self._graph.send(items)
         log.info(
             "graph batch: %d items, status %s, client-request-id %s, request-id %s",
-            len(items), response.status, response.client_request_id, response.request_id,
+            len(items),
+            response.status,
+            response.client_request_id,
+            response.request_id,
         )
         return response
 
@@ -157,7 +164,9 @@ class Processor:
             planner.settle(planned.key, OperationStatus.FAILED)
             message = (reason or "still throttled or unavailable") + f" after {attempts} attempts"
             result.outcomes[planned.job_id].append(
-                _outcome(planned, OperationStatus.FAILED, attempts=attempts, response=item, error_message=message)
+                _outcome(
+                    planned, OperationStatus.FAILED, attempts=attempts, response=item, error_message=message
+                )
             )
             return
         delay = self._policy.delay(attempts, retry_after)
@@ -182,7 +191,12 @@ class Processor:
         for job_id, items in result.retries.items():
             for message in pack_work(job_id, correlation[job_id], items):
                 await self._queue.send(message, delay_seconds=result.retry_delay[job_id])
-            log.info("job %s: %d operations re-enqueued, delay %.1f s", job_id, len(items), result.retry_delay[job_id])
+            log.info(
+                "job %s: %d operations re-enqueued, delay %.1f s",
+                job_id,
+                len(items),
+                result.retry_delay[job_id],
+            )
         for job_id, outcomes in result.outcomes.items():
             await self._store.record(job_id, correlation[job_id], outcomes)
 

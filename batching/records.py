@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Final
 
 SUMMARY_ROW_KEY: Final = ""
@@ -18,7 +18,7 @@ MAX_RESPONSE_BODY_CHARS: Final = 30_000
 MAX_ERROR_MESSAGE_CHARS: Final = 4_000
 
 
-class OperationStatus(str, Enum):
+class OperationStatus(StrEnum):
     PENDING = "Pending"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -30,7 +30,7 @@ class OperationStatus(str, Enum):
         return self is not OperationStatus.PENDING
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     PARTIALLY_SUCCEEDED = "PartiallySucceeded"
@@ -212,7 +212,7 @@ class JobSummary:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _encode_body(body: Any) -> tuple[str | None, bool]:

@@ -1,7 +1,7 @@
 """ProvisioningService: what each door does. HTTP submits and reports; the queue runs work.
 
-    intake (HTTP body / queue text) -> validate (`intake`) -> record + enqueue, or run now
-    (`Processor`: plan -> send -> record / re-enqueue)
+intake (HTTP body / queue text) -> validate (`intake`) -> record + enqueue, or run now
+(`Processor`: plan -> send -> record / re-enqueue)
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ class JobView:
 
 
 class ProvisioningService:
-    def __init__(self, settings: Settings, store: ResultStore, queue: WorkQueue, processor: Processor) -> None:
+    def __init__(
+        self, settings: Settings, store: ResultStore, queue: WorkQueue, processor: Processor
+    ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
@@ -83,7 +85,10 @@ class ProvisioningService:
             cap_seconds=settings.backoff_max_seconds,
         )
         processor = Processor(
-            GraphBatchClient(http), store, queue, policy,
+            GraphBatchClient(http),
+            store,
+            queue,
+            policy,
             max_concurrent_batches=settings.graph_max_concurrent_batches,
         )
         service = cls(settings, store, queue, processor)
@@ -146,7 +151,9 @@ class ProvisioningService:
         try:
             work = read_work_message(data)
         except ValueError as error:
-            await self._reject(Rejection([Problem("body", f"malformed work message: {error}")]), text, message_id)
+            await self._reject(
+                Rejection([Problem("body", f"malformed work message: {error}")]), text, message_id
+            )
             return
         job_id, op_ids = (work.job_id, [i.operation.id for i in work.items]) if work else (None, [])
         try:
@@ -162,7 +169,10 @@ class ProvisioningService:
         except Exception as error:
             # The host poisons the message after this delivery: its operations end Failed.
             if job_id is not None and dequeue_count >= self.settings.max_dequeue_count:
-                reason = f"processing failed {dequeue_count} times ({type(error).__name__}); the message is in the poison queue"
+                reason = (
+                    f"processing failed {dequeue_count} times ({type(error).__name__}); "
+                    "the message is in the poison queue"
+                )
                 await self._fail_unfinished(job_id, op_ids, reason)
             raise
 
@@ -173,7 +183,11 @@ class ProvisioningService:
             existing = await self.store.get_summary(job.job_id)
             if existing is not None and existing.body_hash != job.body_hash:
                 problem = Problem("jobId", f"{job.job_id!r} already names a different job")
-                await self._reject(Rejection([problem], None, job.correlation_id, [op.id for op in job.operations]), text, message_id)
+                await self._reject(
+                    Rejection([problem], None, job.correlation_id, [op.id for op in job.operations]),
+                    text,
+                    message_id,
+                )
                 return
         items = [WorkItem(operation=op) for op in job.operations]
         await self._processor.run([WorkUnit(job.job_id, job.correlation_id, items)])
@@ -193,7 +207,15 @@ class ProvisioningService:
             reason=reason,
         )
         rows = [
-            OperationOutcome(op_id=op_id, status=OperationStatus.REJECTED, method="", url="", error_code="invalidMessage", error_message=reason, seq=index)
+            OperationOutcome(
+                op_id=op_id,
+                status=OperationStatus.REJECTED,
+                method="",
+                url="",
+                error_code="invalidMessage",
+                error_message=reason,
+                seq=index,
+            )
             for index, op_id in enumerate(rejection.operation_ids)
         ]
         await self.store.create_job(summary, rows)
@@ -204,7 +226,14 @@ class ProvisioningService:
         statuses = await self.store.statuses(job_id)
         summary = await self.store.get_summary(job_id)
         rows = [
-            OperationOutcome(op_id=op_id, status=OperationStatus.FAILED, method="", url="", error_code="processingFailed", error_message=reason)
+            OperationOutcome(
+                op_id=op_id,
+                status=OperationStatus.FAILED,
+                method="",
+                url="",
+                error_code="processingFailed",
+                error_message=reason,
+            )
             for op_id in op_ids
             if not statuses.get(op_id, OperationStatus.PENDING).is_final
         ]
@@ -244,4 +273,12 @@ async def shared_service(settings: Settings) -> ProvisioningService:
         return _shared
 
 
-__all__ = ["Accepted", "Conflict", "Invalid", "JobView", "ProvisioningService", "WorkMessage", "shared_service"]
+__all__ = [
+    "Accepted",
+    "Conflict",
+    "Invalid",
+    "JobView",
+    "ProvisioningService",
+    "WorkMessage",
+    "shared_service",
+]

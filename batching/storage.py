@@ -45,9 +45,7 @@ def queue_client(settings: Settings, queue_name: str, *, base64: bool = True) ->
         else {}
     )
     if settings.storage_connection_string:
-        return QueueClient.from_connection_string(
-            settings.storage_connection_string, queue_name, **policies
-        )
+        return QueueClient.from_connection_string(settings.storage_connection_string, queue_name, **policies)
     return QueueClient(
         _service_uri(settings, "queue"), queue_name, credential=_identity_credential(settings), **policies
     )
@@ -56,6 +54,4 @@ def queue_client(settings: Settings, queue_name: str, *, base64: bool = True) ->
 def table_client(settings: Settings, table_name: str) -> TableClient:
     if settings.storage_connection_string:
         return TableClient.from_connection_string(settings.storage_connection_string, table_name)
-    return TableClient(
-        _service_uri(settings, "table"), table_name, credential=_identity_credential(settings)
-    )
+    return TableClient(_service_uri(settings, "table"), table_name, credential=_identity_credential(settings))

@@ -6,6 +6,7 @@ job go in entity-group transactions of up to 100.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Final
@@ -33,10 +34,8 @@ class ResultStore:
         self._table = table
 
     async def ensure_table(self) -> None:
-        try:
+        with contextlib.suppress(ResourceExistsError):
             await self._table.create_table()
-        except ResourceExistsError:
-            pass
 
     async def close(self) -> None:
         await self._table.close()

@@ -6,6 +6,7 @@ dependency group: operations that depend on each other always travel together.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Final
@@ -36,7 +37,9 @@ def pack_work(
     messages: list[WorkMessage] = []
     current: list[WorkItem] = []
     current_size = 0
-    envelope = len(WorkMessage(job_id=job_id, correlation_id=correlation_id, items=()).model_dump_json(by_alias=True))
+    envelope = len(
+        WorkMessage(job_id=job_id, correlation_id=correlation_id, items=()).model_dump_json(by_alias=True)
+    )
     for group in groups:
         size = sum(len(item.model_dump_json(by_alias=True)) + 1 for item in group)
         if size + envelope > limit:
@@ -82,10 +85,8 @@ class WorkQueue:
 
     async def ensure_queues(self) -> None:
         for client in (self._queue, self._poison):
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 await client.create_queue()
-            except ResourceExistsError:
-                pass
 
     async def close(self) -> None:
         await self._queue.close()

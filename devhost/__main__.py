@@ -18,14 +18,17 @@ from devhost.host import build_host
 
 def main() -> None:
     root = Path.cwd()
-    load_local_settings(root / "local.settings.json")
+    settings_file = load_local_settings(root)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     host = os.environ.get("DEVHOST_HOST", "127.0.0.1")
     port = int(os.environ.get("DEVHOST_PORT", "7071"))
-    app = build_host(os.environ.get("FUNCTION_APP_MODULE", "function_app"), QueueOptions.from_host_json(root / "host.json"))
-    print(f"Functions dev host on http://{host}:{port}/api", flush=True)
+    app = build_host(
+        os.environ.get("FUNCTION_APP_MODULE", "function_app"), QueueOptions.from_host_json(root / "host.json")
+    )
+    source = settings_file.name if settings_file else "no settings file"
+    print(f"Functions dev host on http://{host}:{port}/api (environment, then {source})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

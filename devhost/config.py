@@ -11,13 +11,17 @@ from pathlib import Path
 from typing import Any
 
 
-def load_local_settings(path: Path) -> None:
-    """Copy `Values` from local.settings.json into the environment, never over a set variable."""
-    if not path.exists():
-        return
-    values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
-    for name, value in values.items():
-        os.environ.setdefault(name, str(value))
+def load_local_settings(root: Path) -> Path | None:
+    """Copy `Values` from local.settings.json (or, on a fresh clone, the sample that points at
+    the embedded stack) into the environment, never over a variable that is already set."""
+    for name in ("local.settings.json", "local.settings.sample.json"):
+        path = root / name
+        if path.exists():
+            values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
+            for key, value in values.items():
+                os.environ.setdefault(key, str(value))
+            return path
+    return None
 
 
 def resolve(expression: str) -> str:
@@ -58,7 +62,11 @@ class QueueOptions:
             batch_size=int(queues.get("batchSize", defaults.batch_size)),
             new_batch_threshold=int(queues.get("newBatchThreshold", defaults.new_batch_threshold)),
             max_dequeue_count=int(queues.get("maxDequeueCount", defaults.max_dequeue_count)),
-            visibility_timeout=_timespan(queues["visibilityTimeout"]) if "visibilityTimeout" in queues else 0.0,
-            max_polling_interval=_timespan(queues["maxPollingInterval"]) if "maxPollingInterval" in queues else 60.0,
+            visibility_timeout=_timespan(queues["visibilityTimeout"])
+            if "visibilityTimeout" in queues
+            else 0.0,
+            max_polling_interval=_timespan(queues["maxPollingInterval"])
+            if "maxPollingInterval" in queues
+            else 60.0,
             message_encoding=str(queues.get("messageEncoding", "base64")).lower(),
         )

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -14,7 +15,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
@@ -66,7 +67,11 @@ def _route_regex(route: str) -> re.Pattern[str]:
 
 def http_app(entries: list[FunctionEntry]) -> Starlette:
     routes = [
-        (_route_regex(e.trigger.get("route") or e.name), {m.upper() for m in e.trigger.get("methods") or []}, e)
+        (
+            _route_regex(e.trigger.get("route") or e.name),
+            {m.upper() for m in e.trigger.get("methods") or []},
+            e,
+        )
         for e in entries
         if e.trigger["type"] == "httpTrigger"
     ]
@@ -95,16 +100,22 @@ def http_app(entries: list[FunctionEntry]) -> Starlette:
                 log.exception("function %s failed", entry.name)
                 return Response(status_code=500)
             headers = {k: v for k, v in result.headers.items() if k.lower() != "content-type"}
-            return Response(result.get_body(), status_code=result.status_code, headers=headers, media_type=result.mimetype)
+            return Response(
+                result.get_body(), status_code=result.status_code, headers=headers, media_type=result.mimetype
+            )
         return Response(status_code=405 if allowed else 404)
 
-    return Starlette(routes=[Route("/api/{path:path}", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
+    return Starlette(
+        routes=[Route("/api/{path:path}", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])]
+    )
 
 
 class QueuePoller:
     """The queue trigger's contract: lease, invoke, delete; retry, then poison after maxDequeueCount."""
 
-    def __init__(self, entry: FunctionEntry, options: QueueOptions, make_client: Callable[[str], QueueClient]) -> None:
+    def __init__(
+        self, entry: FunctionEntry, options: QueueOptions, make_client: Callable[[str], QueueClient]
+    ) -> None:
         self.entry = entry
         self.options = options
         self.queue_name = resolve(entry.trigger["queueName"])
@@ -153,7 +164,7 @@ class QueuePoller:
             try:
                 await invoke(
                     self.entry,
-                    QueueMessage(
+                    QueueMessage(  # type: ignore[no-untyped-call]
                         id=message.id,
                         body=body,
                         dequeue_count=message.dequeue_count,
@@ -166,12 +177,19 @@ class QueuePoller:
                 lease.cancel()
             await self._queue.delete_message(message)
         except Exception:
-            log.exception("function %s failed on message %s (delivery %s)", self.entry.name, message.id, message.dequeue_count)
+            log.exception(
+                "function %s failed on message %s (delivery %s)",
+                self.entry.name,
+                message.id,
+                message.dequeue_count,
+            )
             with contextlib.suppress(Exception):
                 if message.dequeue_count >= self.options.max_dequeue_count:
                     await self._move_to_poison(message)
                 else:
-                    await self._queue.update_message(message, visibility_timeout=int(self.options.visibility_timeout))
+                    await self._queue.update_message(
+                        message, visibility_timeout=int(self.options.visibility_timeout)
+                    )
         finally:
             self._slots.release()
 
@@ -196,10 +214,10 @@ class QueuePoller:
 
 async def run_timer(entry: FunctionEntry) -> None:
     """Fire on the NCRONTAB schedule (six fields, seconds first), in UTC like Azure."""
-    schedule = croniter(resolve(entry.trigger["schedule"]), datetime.now(timezone.utc), second_at_beginning=True)
+    schedule = croniter(resolve(entry.trigger["schedule"]), datetime.now(UTC), second_at_beginning=True)
     while True:
         due: datetime = schedule.get_next(datetime)
-        await asyncio.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()))
+        await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
         try:
             await invoke(entry, TimerRequest(past_due=False))
         except Exception:
@@ -218,7 +236,7 @@ def background_tasks(entries: list[FunctionEntry], options: QueueOptions) -> lis
             poller = QueuePoller(entry, options, make_client)
             starters.append(poller.run)
         elif entry.trigger["type"] == "timerTrigger":
-            starters.append(lambda e=entry: run_timer(e))
+            starters.append(functools.partial(run_timer, entry))
     return starters
 
 

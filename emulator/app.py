@@ -1,10 +1,10 @@
 """The emulator's HTTP surface: Graph's `$batch` endpoint plus a small control API.
 
-    POST /v1.0/$batch            Graph batch rules enforced; items run against the tenant
-    GET  /_emulator/calls        every $batch call received (for tests and curious humans)
-    PUT  /_emulator/config       throttling, faults, latency (see EmulatorConfig)
-    POST /_emulator/seed         {"users": N} -> user1..userN@contoso.com
-    POST /_emulator/reset        empty tenant, no faults, no call log
+POST /v1.0/$batch            Graph batch rules enforced; items run against the tenant
+GET  /_emulator/calls        every $batch call received (for tests and curious humans)
+PUT  /_emulator/config       throttling, faults, latency (see EmulatorConfig)
+POST /_emulator/seed         {"users": N} -> user1..userN@contoso.com
+POST /_emulator/reset        empty tenant, no faults, no call log
 """
 
 from __future__ import annotations
@@ -95,7 +95,9 @@ class GraphEmulator:
             if "throttle" in settings:
                 spec = settings["throttle"]
                 self.config.throttle = (
-                    TokenBucket(float(spec["capacity"]), float(spec.get("refillPerSecond", 0))) if spec else None
+                    TokenBucket(float(spec["capacity"]), float(spec.get("refillPerSecond", 0)))
+                    if spec
+                    else None
                 )
             if "retryAfter" in settings:
                 self.config.retry_after = settings["retryAfter"]
@@ -144,18 +146,31 @@ class GraphEmulator:
     async def batch(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         record: dict[str, Any] = {"at": time.time(), "requestId": request_id, "items": []}
-        headers = {"request-id": request_id, "client-request-id": request.headers.get("client-request-id", "")}
+        headers = {
+            "request-id": request_id,
+            "client-request-id": request.headers.get("client-request-id", ""),
+        }
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
         if not request.headers.get("authorization", "").startswith("Bearer "):
-            return self._finish(record, 401, {"error": {"code": "InvalidAuthenticationToken", "message": "Access token is empty."}}, headers)
+            return self._finish(
+                record,
+                401,
+                {"error": {"code": "InvalidAuthenticationToken", "message": "Access token is empty."}},
+                headers,
+            )
         with self._lock:
             if self.config.batch_faults:
                 fault = self.config.batch_faults.pop(0)
                 fault_headers = dict(headers)
                 if fault.get("retryAfter") is not None:
                     fault_headers["Retry-After"] = self._retry_after_value(str(fault["retryAfter"]))
-                return self._finish(record, int(fault["status"]), {"error": {"code": "injectedFault", "message": "Injected by the emulator"}}, fault_headers)
+                return self._finish(
+                    record,
+                    int(fault["status"]),
+                    {"error": {"code": "injectedFault", "message": "Injected by the emulator"}},
+                    fault_headers,
+                )
         try:
             payload = await request.json()
         except ValueError:
@@ -199,9 +214,17 @@ class GraphEmulator:
         if method in WRITE_METHODS:
             headers = {k.lower(): v for k, v in (item.get("headers") or {}).items()}
             if "body" not in item or "content-type" not in headers:
-                return error(400, "BadRequest", f"Write request id : {item['id']} does not contain Content-Type header or body.")
+                return error(
+                    400,
+                    "BadRequest",
+                    f"Write request id : {item['id']} does not contain Content-Type header or body.",
+                )
         for fault in self.config.item_faults:
-            if fault.get("times", 1) > 0 and fault.get("urlContains", "") in url and fault.get("method", method) == method:
+            if (
+                fault.get("times", 1) > 0
+                and fault.get("urlContains", "") in url
+                and fault.get("method", method) == method
+            ):
                 fault["times"] = fault.get("times", 1) - 1
                 answer = error(int(fault["status"]), "injectedFault", "Injected by the emulator")
                 if fault.get("retryAfter") is not None:
@@ -245,14 +268,20 @@ def _check_batch(payload: Any) -> str | None:
     if len(items) > MAX_BATCH:
         return f"Number of batch requests must not exceed {MAX_BATCH}."
     seen: list[str] = []
-    for index, item in enumerate(items):
+    for _index, item in enumerate(items):
         if not isinstance(item, dict):
             return "Each request must be an object."
         if not isinstance(item.get("id"), str) or not item["id"]:
             return "Invalid request id: ids must be non-empty strings."
         if item["id"].lower() in seen:
             return f"Duplicate request id: {item['id']}."
-        if not isinstance(item.get("method"), str) or item["method"].upper() not in {"GET", "POST", "PATCH", "PUT", "DELETE"}:
+        if not isinstance(item.get("method"), str) or item["method"].upper() not in {
+            "GET",
+            "POST",
+            "PATCH",
+            "PUT",
+            "DELETE",
+        }:
             return f"Invalid method for request {item['id']}."
         url = item.get("url")
         if not isinstance(url, str) or "://" in url or url.startswith("//"):

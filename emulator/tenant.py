@@ -93,7 +93,11 @@ def _ref_target(body: JsonBody) -> str | None:
 
 
 def _not_found(kind: str, key: str) -> Answer:
-    return error(404, "Request_ResourceNotFound", f"Resource '{key}' does not exist or one of its queried reference-property objects are not present.")
+    return error(
+        404,
+        "Request_ResourceNotFound",
+        f"Resource '{key}' does not exist or one of its queried reference-property objects are not present.",
+    )
 
 
 def create_user(t: Tenant, _: dict[str, str], body: JsonBody) -> Answer:
@@ -157,8 +161,14 @@ def assign_license(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
     if not user:
         return _not_found("user", p["user"])
     if not user.get("usageLocation"):
-        return error(400, "Request_BadRequest", "License assignment failed because service plans have an invalid usage location.")
-    sku_ids = {str(item.get("skuId")) for item in (body or {}).get("addLicenses", []) if isinstance(item, dict)}
+        return error(
+            400,
+            "Request_BadRequest",
+            "License assignment failed because service plans have an invalid usage location.",
+        )
+    sku_ids = {
+        str(item.get("skuId")) for item in (body or {}).get("addLicenses", []) if isinstance(item, dict)
+    }
     t.licenses.setdefault(user["id"], set()).update(sku_ids)
     t.licenses[user["id"]].difference_update(str(s) for s in (body or {}).get("removeLicenses", []))
     return Answer(200, user)
@@ -193,10 +203,19 @@ def add_member(t: Tenant, p: dict[str, str], body: JsonBody, *, role: str = "mem
     if not group:
         return _not_found("group", p["group"])
     if not found:
-        return error(400, "Request_BadRequest", "One or more of the object references referenced in the request don't exist.")
+        return error(
+            400,
+            "Request_BadRequest",
+            "One or more of the object references referenced in the request don't exist.",
+        )
     bucket = (t.members if role == "members" else t.owners).setdefault(group["id"], set())
     if found[1] in bucket:
-        return error(400, "Request_BadRequest", f"One or more added object references already exist for the following modified properties: '{role}'.")
+        return error(
+            400,
+            "Request_BadRequest",
+            "One or more added object references already exist for the following modified properties: "
+            f"'{role}'.",
+        )
     bucket.add(found[1])
     return Answer(204)
 
@@ -224,7 +243,11 @@ def create_team(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
         return error(400, "BadRequest", "Group must be a Microsoft 365 (Unified) group to create a team.")
     if p["group"] in t.teams:
         return error(409, "Conflict", "Team already exists for this group.")
-    team = {"id": p["group"], "displayName": group.get("displayName"), **(body if isinstance(body, dict) else {})}
+    team = {
+        "id": p["group"],
+        "displayName": group.get("displayName"),
+        **(body if isinstance(body, dict) else {}),
+    }
     t.teams[p["group"]] = team
     t.channels[p["group"]] = [{"id": f"19:general-{p['group']}", "displayName": "General"}]
     t.created.append(("team", p["group"]))
@@ -280,7 +303,11 @@ _SEG = r"[^/]+"
 
 
 def _route(method: str, template: str, handler: Handler) -> tuple[str, re.Pattern[str], Handler]:
-    regex = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>{_SEG})", re.escape(template).replace(r"\{", "{").replace(r"\}", "}"))
+    regex = re.sub(
+        r"\{(\w+)\}",
+        lambda m: f"(?P<{m.group(1)}>{_SEG})",
+        re.escape(template).replace(r"\{", "{").replace(r"\}", "}"),
+    )
     return (method, re.compile(f"^{regex}$", re.IGNORECASE), handler)
 
 

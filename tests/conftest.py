@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import Azurite, DevHost, ServedEmulator, run_azurite, serve_emulator, start_devhost
+from devhost.stack import Azurite, DevHost, ServedEmulator, run_azurite, serve_emulator, start_devhost
 
 
 @pytest.fixture(scope="session")

@@ -108,9 +108,7 @@ class GraphTokenAuth(httpx.Auth):
         self._token: AccessToken | None = None
         self._lock = asyncio.Lock()
 
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         if (request.url.scheme, request.url.host, request.url.port) != self._origin:
             raise UnsafeGraphEndpoint(f"refusing to send the Graph token to {request.url.host!r}")
         request.headers["Authorization"] = f"Bearer {await self._current_token()}"

@@ -74,7 +74,7 @@ class GraphBatchClient:
     async def send(self, items: Sequence[BatchRequestItem]) -> BatchResponse:
         wire_ids = {str(index): item.key for index, item in enumerate(items, start=1)}
         requests = []
-        for wire_id, item in zip(wire_ids, items):
+        for wire_id, item in zip(wire_ids, items, strict=False):
             entry: dict[str, Any] = {"id": wire_id, "method": item.method, "url": item.url}
             if item.headers:
                 entry["headers"] = dict(item.headers)
@@ -90,7 +90,9 @@ class GraphBatchClient:
                 headers={"client-request-id": client_request_id, "Accept": "application/json"},
             )
         except httpx.TransportError as error:
-            return BatchResponse(NO_ANSWER, client_request_id, None, {}, {}, f"no answer from Graph: {error!r}")
+            return BatchResponse(
+                NO_ANSWER, client_request_id, None, {}, {}, f"no answer from Graph: {error!r}"
+            )
 
         request_id = response.headers.get("request-id")
         if response.status_code != 200:
@@ -142,7 +144,8 @@ def _match_items(
     for answer in answers if isinstance(answers, list) else []:
         if not isinstance(answer, dict) or str(answer.get("id")) not in wire_ids:
             continue
-        headers = answer.get("headers") if isinstance(answer.get("headers"), dict) else {}
+        raw_headers = answer.get("headers")
+        headers = {str(k): str(v) for k, v in raw_headers.items()} if isinstance(raw_headers, dict) else {}
         body = answer.get("body")
         matched[wire_ids[str(answer["id"])]] = ItemResponse(
             status=int(answer.get("status", NO_ANSWER)),
@@ -153,7 +156,12 @@ def _match_items(
     for key in wire_ids.values():
         matched.setdefault(
             key,
-            ItemResponse(NO_ANSWER, {}, {"error": {"code": "noResponse", "message": "Graph returned no answer for this item"}}, batch_request_id),
+            ItemResponse(
+                NO_ANSWER,
+                {},
+                {"error": {"code": "noResponse", "message": "Graph returned no answer for this item"}},
+                batch_request_id,
+            ),
         )
     return matched
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import time
 from typing import Any
 
+import httpx
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
@@ -39,10 +42,8 @@ def all_partitions(env: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
 
 def put_message(env: dict[str, str], text: str, *, as_base64: bool) -> None:
     with QueueClient.from_connection_string(env["AzureWebJobsStorage"], env["PROVISIONING_QUEUE"]) as queue:
-        try:
+        with contextlib.suppress(Exception):
             queue.create_queue()
-        except Exception:  # noqa: BLE001 - already exists
-            pass
         queue.send_message(base64.b64encode(text.encode()).decode() if as_base64 else text)
 
 
@@ -51,7 +52,7 @@ def poison_messages(env: dict[str, str]) -> list[str]:
     with QueueClient.from_connection_string(env["AzureWebJobsStorage"], name) as queue:
         try:
             return [m.content for m in queue.peek_messages(max_messages=32)]
-        except Exception:  # noqa: BLE001 - queue not created yet
+        except Exception:
             return []
 
 
@@ -64,6 +65,33 @@ def job(ops: list[dict[str, Any]], job_id: str | None = None) -> str:
 
 def patch_users(count: int) -> list[dict[str, Any]]:
     return [
-        {"id": f"u{i}", "method": "PATCH", "url": f"/users/user{i}@contoso.com", "body": {"jobTitle": f"Title {i}"}}
+        {
+            "id": f"u{i}",
+            "method": "PATCH",
+            "url": f"/users/user{i}@contoso.com",
+            "body": {"jobTitle": f"Title {i}"},
+        }
         for i in range(1, count + 1)
     ]
+
+
+def wait_until(predicate: object, timeout: float, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout} s")
+
+
+def poll_job(client: httpx.Client, url: str, timeout: float = 60.0) -> list[httpx.Response]:
+    """Poll like Power Automate: follow Location while 202; return every answer."""
+    answers = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get(url)
+        answers.append(response)
+        if response.status_code != 202:
+            return answers
+        time.sleep(0.3)
+    raise TimeoutError(f"job at {url} still running after {timeout} s")

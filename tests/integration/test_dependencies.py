@@ -6,20 +6,38 @@ import json
 
 import httpx
 
-from tests.integration.helpers import rows
-from tests.stack import DevHost, ServedEmulator, poll_job
+from devhost.stack import DevHost, ServedEmulator
+from tests.integration.helpers import poll_job, rows
 
 
 def test_chain_listed_dependent_first_runs_in_order(devhost: DevHost, graph: ServedEmulator) -> None:
     body = {
         "jobId": "chain",
         "requests": [
-            {"id": 3, "method": "POST", "url": "/users/new@contoso.com/assignLicense",
-             "body": {"addLicenses": [{"skuId": "sku-e3"}], "removeLicenses": []}, "dependsOn": "2"},
-            {"id": 2, "method": "PATCH", "url": "/users/new@contoso.com", "body": {"usageLocation": "NL"},
-             "dependsOn": "1"},
-            {"id": 1, "method": "POST", "url": "/users",
-             "body": {"userPrincipalName": "new@contoso.com", "displayName": "New", "accountEnabled": True}},
+            {
+                "id": 3,
+                "method": "POST",
+                "url": "/users/new@contoso.com/assignLicense",
+                "body": {"addLicenses": [{"skuId": "sku-e3"}], "removeLicenses": []},
+                "dependsOn": "2",
+            },
+            {
+                "id": 2,
+                "method": "PATCH",
+                "url": "/users/new@contoso.com",
+                "body": {"usageLocation": "NL"},
+                "dependsOn": "1",
+            },
+            {
+                "id": 1,
+                "method": "POST",
+                "url": "/users",
+                "body": {
+                    "userPrincipalName": "new@contoso.com",
+                    "displayName": "New",
+                    "accountEnabled": True,
+                },
+            },
         ],
     }
     with httpx.Client(timeout=30) as client:
@@ -39,10 +57,20 @@ def test_failed_step_skips_its_dependents_without_sending_them(
     body = {
         "jobId": "broken-chain",
         "operations": [
-            {"id": "license", "method": "POST", "url": "/users/ghost@contoso.com/assignLicense", "dependsOn": "title"},
+            {
+                "id": "license",
+                "method": "POST",
+                "url": "/users/ghost@contoso.com/assignLicense",
+                "dependsOn": "title",
+            },
             {"id": "title", "method": "PATCH", "url": "/users/ghost@contoso.com", "body": {"jobTitle": "x"}},
-            {"id": "manager", "method": "PUT", "url": "/users/ghost@contoso.com/manager/$ref",
-             "body": {"@odata.id": "https://graph.microsoft.com/v1.0/users/boss"}, "dependsOn": ["license"]},
+            {
+                "id": "manager",
+                "method": "PUT",
+                "url": "/users/ghost@contoso.com/manager/$ref",
+                "body": {"@odata.id": "https://graph.microsoft.com/v1.0/users/boss"},
+                "dependsOn": ["license"],
+            },
         ],
     }
     with httpx.Client(timeout=30) as client:

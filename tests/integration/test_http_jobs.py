@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.integration.helpers import job, patch_users, rows
-from tests.stack import DevHost, ServedEmulator, poll_job
+from devhost.stack import DevHost, ServedEmulator
+from tests.integration.helpers import job, patch_users, poll_job, rows
 
 
 def test_posted_45_operation_job_runs_in_3_batches_and_polls_202_then_200(

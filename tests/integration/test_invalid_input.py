@@ -8,8 +8,8 @@ import os
 import httpx
 import pytest
 
-from tests.integration.helpers import all_partitions, poison_messages, put_message
-from tests.stack import DevHost, ServedEmulator, wait_until
+from devhost.stack import DevHost, ServedEmulator
+from tests.integration.helpers import all_partitions, poison_messages, put_message, wait_until
 
 GOOD = {"id": "a", "method": "GET", "url": "/users/a@contoso.com"}
 JUNK = os.urandom(21 * 1024).hex()[: 21 * 1024]
@@ -21,12 +21,13 @@ CASES = {
         json.dumps({"operations": [{**GOOD, "url": "https://evil.example/users"}]}),
         {"operations[0].url"},
     ),
-    "protocol-relative-url": (json.dumps({"operations": [{**GOOD, "url": "//evil.example/users"}]}), {"operations[0].url"}),
+    "protocol-relative-url": (
+        json.dumps({"operations": [{**GOOD, "url": "//evil.example/users"}]}),
+        {"operations[0].url"},
+    ),
     "duplicate-ids": (json.dumps({"operations": [GOOD, {**GOOD, "id": "A"}]}), {"operations[1].id"}),
     "cycle": (
-        json.dumps(
-            {"operations": [{**GOOD, "dependsOn": "b"}, {**GOOD, "id": "b", "dependsOn": ["a"]}]}
-        ),
+        json.dumps({"operations": [{**GOOD, "dependsOn": "b"}, {**GOOD, "id": "b", "dependsOn": ["a"]}]}),
         {"operations[0].dependsOn"},
     ),
     "junk-21kb": (JUNK, {"body"}),
@@ -50,7 +51,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_invalid_http_job_gets_400_naming_every_bad_field(devhost: DevHost, graph: ServedEmulator, case: str) -> None:
+def test_invalid_http_job_gets_400_naming_every_bad_field(
+    devhost: DevHost, graph: ServedEmulator, case: str
+) -> None:
     body, fields = CASES[case]
     response = httpx.post(f"{devhost.base_url}/api/jobs", content=body, timeout=30)
     assert response.status_code == 400, response.text

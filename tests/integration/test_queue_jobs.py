@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.integration.helpers import job, patch_users, put_message, rows, summary
-from tests.stack import DevHost, ServedEmulator, wait_until
+from devhost.stack import DevHost, ServedEmulator
+from tests.integration.helpers import job, patch_users, put_message, rows, summary, wait_until
 
 
 def _finished(env: dict[str, str], job_id: str, count: int) -> bool:
@@ -36,8 +36,13 @@ def test_graph_batch_body_is_accepted_unchanged(
     graph.emulator.tenant.seed_users(2)
     body = {
         "requests": [
-            {"id": 1, "method": "PATCH", "url": "users/user1@contoso.com", "body": {"city": "Oslo"},
-             "headers": {"Content-Type": "application/json"}},
+            {
+                "id": 1,
+                "method": "PATCH",
+                "url": "users/user1@contoso.com",
+                "body": {"city": "Oslo"},
+                "headers": {"Content-Type": "application/json"},
+            },
             {"id": 2, "method": "GET", "url": "/users/user2@contoso.com"},
         ],
         "jobId": "batch-body",

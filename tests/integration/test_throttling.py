@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from email.utils import parsedate_to_datetime
 
 import pytest
 
-from tests.integration.helpers import job, patch_users, put_message, rows
-from tests.stack import DevHost, ServedEmulator, wait_until
+from devhost.stack import DevHost, ServedEmulator
+from tests.integration.helpers import job, patch_users, put_message, rows, wait_until
 
 
 def _seconds(retry_after: str, at: float) -> float:
@@ -27,7 +28,9 @@ def test_throttled_items_are_resent_after_retry_after_and_all_succeed(
     put_message(app_env, job(patch_users(45), "throttled"), as_base64=True)
 
     wait_until(
-        lambda: len(r := rows(app_env, "throttled")) == 45 and all(x["Status"] == "Succeeded" for x in r.values()),
+        lambda: (
+            len(r := rows(app_env, "throttled")) == 45 and all(x["Status"] == "Succeeded" for x in r.values())
+        ),
         timeout=45,
     )
 
@@ -42,7 +45,7 @@ def test_throttled_items_are_resent_after_retry_after_and_all_succeed(
         if url not in throttled:
             assert len(items) == 1, f"{url} was never throttled but sent {len(items)} times"
             continue
-        for earlier, later in zip(items, items[1:]):
+        for earlier, later in itertools.pairwise(items):
             assert earlier["status"] == 429
             wait = _seconds(str(earlier["retryAfter"]), float(earlier["at"]))  # type: ignore[arg-type]
             assert float(later["at"]) - float(earlier["at"]) >= wait - 0.05, url  # type: ignore[arg-type]
@@ -58,7 +61,9 @@ def test_item_throttled_past_max_attempts_ends_failed(
     devhost: DevHost, graph: ServedEmulator, app_env: dict[str, str]
 ) -> None:
     graph.emulator.tenant.seed_users(2)
-    graph.emulator.configure({"itemFaults": [{"urlContains": "user1@", "status": 429, "times": 99, "retryAfter": "0.2"}]})
+    graph.emulator.configure(
+        {"itemFaults": [{"urlContains": "user1@", "status": 429, "times": 99, "retryAfter": "0.2"}]}
+    )
     put_message(app_env, job(patch_users(2), "gives-up"), as_base64=True)
     wait_until(lambda: rows(app_env, "gives-up").get("u1", {}).get("Status") == "Failed", timeout=45)
     stored = rows(app_env, "gives-up")
@@ -74,7 +79,9 @@ def test_whole_batch_503_retries_every_item(
     graph.emulator.configure({"batchFaults": [{"status": 503, "retryAfter": "1"}]})
     put_message(app_env, job(patch_users(3), "batch-503"), as_base64=True)
     wait_until(
-        lambda: len(r := rows(app_env, "batch-503")) == 3 and all(x["Status"] == "Succeeded" for x in r.values()),
+        lambda: (
+            len(r := rows(app_env, "batch-503")) == 3 and all(x["Status"] == "Succeeded" for x in r.values())
+        ),
         timeout=30,
     )
     calls = graph.emulator.batch_calls()

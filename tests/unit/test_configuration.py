@@ -1,0 +1,63 @@
+"""The settings object, local.settings.sample.json, host.json, README and the trigger metadata agree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from batching.settings import Settings
+from devhost.config import QueueOptions
+
+ROOT = Path(__file__).resolve().parents[2]
+# Set by the platform in Azure (identity-based storage); not meaningful locally.
+AZURE_ONLY = {
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
+}
+
+
+def _setting_names() -> set[str]:
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        names.update(str(choice) for choice in getattr(alias, "choices", []))
+    return names
+
+
+def test_sample_settings_name_exactly_the_settings_the_app_reads() -> None:
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert set(sample) - {"FUNCTIONS_WORKER_RUNTIME"} == _setting_names() - AZURE_ONLY
+
+
+def test_sample_settings_are_valid_and_point_at_the_embedded_stack() -> None:
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    settings = Settings(**{k: v for k, v in sample.items() if v != ""})
+    assert settings.graph_credential == "emulator"
+    assert settings.graph_base_url.startswith("http://127.0.0.1:")
+    assert "devstoreaccount1" in (settings.storage_connection_string or "")
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in _setting_names() if f"`{name}`" not in readme]
+    assert missing == []
+
+
+def test_host_json_matches_what_the_app_assumes() -> None:
+    options = QueueOptions.from_host_json(ROOT / "host.json")
+    assert options.max_dequeue_count == Settings().max_dequeue_count
+    # Producers send plain or base64 JSON; the app decodes both, so the host must not.
+    assert options.message_encoding == "none"
+
+
+def test_function_app_wires_the_three_doors_to_settings() -> None:
+    import function_app
+
+    triggers = {
+        f.get_function_name(): json.loads(f.get_raw_bindings()[0]) for f in function_app.app.get_functions()
+    }
+    assert triggers["submit_job"]["route"] == "jobs"
+    assert triggers["submit_job"]["authLevel"] == "FUNCTION"
+    assert triggers["job_status"]["route"] == "jobs/{jobId}"
+    assert triggers["process_queue_message"]["queueName"] == "%PROVISIONING_QUEUE%"
