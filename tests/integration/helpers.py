@@ -95,3 +95,10 @@ def poll_job(client: httpx.Client, url: str, timeout: float = 60.0) -> list[http
             return answers
         time.sleep(0.3)
     raise TimeoutError(f"job at {url} still running after {timeout} s")
+
+
+def queue_length(env: dict[str, str]) -> int:
+    """Messages still on the provisioning queue, visible or not (a handler that never returns
+    keeps its message)."""
+    with QueueClient.from_connection_string(env["AzureWebJobsStorage"], env["PROVISIONING_QUEUE"]) as queue:
+        return int(queue.get_queue_properties().approximate_message_count)

@@ -7,7 +7,7 @@ import json
 import httpx
 
 from devhost.stack import DevHost, ServedEmulator
-from tests.integration.helpers import poll_job, rows
+from tests.integration.helpers import poll_job, queue_length, rows, wait_until
 
 
 def test_chain_listed_dependent_first_runs_in_order(devhost: DevHost, graph: ServedEmulator) -> None:
@@ -88,3 +88,4 @@ def test_failed_step_skips_its_dependents_without_sending_them(
     sent = [item["url"] for call in graph.emulator.batch_calls() for item in call["items"]]
     assert sent == ["/users/ghost@contoso.com"]
     assert rows(app_env, "broken-chain")["manager"]["Status"] == "Skipped"
+    wait_until(lambda: queue_length(app_env) == 0, timeout=10)  # the handler returned
