@@ -28,6 +28,7 @@ from batching.models import (
     OperationSpec,
     WorkMessage,
 )
+from batching.references import referenced_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,15 +134,32 @@ def check_operation_graph(specs: list[OperationSpec], container: str) -> list[Pr
                 problems.append(Problem(where, "an operation cannot depend on itself"))
             elif dep not in ids:
                 problems.append(Problem(where, f"unknown operation id {dep!r}"))
+        for field_name, value in (("url", spec.url), ("headers", spec.headers), ("body", spec.body)):
+            for ref in referenced_ids(*_as_parts(field_name, value)):
+                where = f"{container}[{index}].{field_name}"
+                if ref == spec.id:
+                    problems.append(Problem(where, f"{{{{{ref}...}}}} refers to the operation itself"))
+                elif ref not in ids:
+                    message = f"{{{{{ref}...}}}} refers to unknown operation id {ref!r}"
+                    problems.append(Problem(where, message))
 
     if not problems:
         problems.extend(_cycle_problems(specs, container))
     return problems
 
 
+def _as_parts(field_name: str, value: Any) -> tuple[str, dict[str, str], Any]:
+    """One field laid out as (url, headers, body) for `referenced_ids`."""
+    if field_name == "url":
+        return value, {}, None
+    if field_name == "headers":
+        return "", value, None
+    return "", {}, value
+
+
 def _cycle_problems(specs: list[OperationSpec], container: str) -> list[Problem]:
     index_of = {spec.id: i for i, spec in enumerate(specs)}
-    deps = {spec.id: spec.depends_on for spec in specs}
+    deps = {spec.id: [*spec.depends_on, *referenced_ids(spec.url, spec.headers, spec.body)] for spec in specs}
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
     problems: list[Problem] = []
 

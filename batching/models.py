@@ -131,6 +131,9 @@ class Operation(BaseModel):
 
     @classmethod
     def from_spec(cls, spec: OperationSpec) -> Operation:
+        """Normalise; an output reference (`{{op.path}}`) makes `op` a dependency."""
+        from batching.references import referenced_ids
+
         headers = dict(spec.headers)
         body = spec.body
         if spec.method in WRITE_METHODS:
@@ -144,7 +147,9 @@ class Operation(BaseModel):
             url=spec.url,
             headers=headers,
             body=body,
-            depends_on=tuple(dict.fromkeys(spec.depends_on)),
+            depends_on=tuple(
+                dict.fromkeys([*spec.depends_on, *referenced_ids(spec.url, spec.headers, spec.body)])
+            ),
         )
 
 
@@ -158,14 +163,28 @@ class Job(BaseModel):
     operations: tuple[Operation, ...]
     body_hash: str
 
+    def work_items(self) -> list[WorkItem]:
+        creates = {op.id for op in self.operations if op.method in {"POST", "PUT"}}
+        return [
+            WorkItem(operation=op, follows_create=any(dep in creates for dep in op.depends_on))
+            for op in self.operations
+        ]
+
 
 class WorkItem(BaseModel):
-    """An operation still to be sent, with how many times it has been sent already."""
+    """An operation still to be sent, with how many times it has been sent already.
+
+    `follows_create`: it depends on a create in the same job, so a "not found" answer may
+    only mean Graph has not replicated the new object yet; `replication_waited` is how long
+    it has waited for that so far.
+    """
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=to_camel)
 
     operation: Operation
     attempts: int = 0
+    follows_create: bool = False
+    replication_waited: float = 0.0
 
 
 class WorkMessage(BaseModel):

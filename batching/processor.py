@@ -1,26 +1,31 @@
-"""The Processor: plan waves, send them as `$batch` calls, record every outcome, re-enqueue
-exactly the throttled operations (and what waits on them) after the delay Graph asked for.
+"""The Processor: plan waves, send them through the shared coalescer, record every outcome,
+and put back on the queue exactly what must wait (throttled, or not yet replicated) with
+the delay it needs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import quote
 
-from batching.graph.client import BatchRequestItem, BatchResponse, GraphBatchClient, ItemResponse
-from batching.models import WorkItem
+from pydantic import JsonValue
+
+from batching.classify import Verdict, classify
+from batching.coalescer import BatchCoalescer
+from batching.graph.client import BatchRequestItem, ItemResponse
+from batching.models import Operation, WorkItem
 from batching.planner import Key, PlannedItem, WavePlanner
 from batching.records import OperationOutcome, OperationStatus
+from batching.references import UnresolvedReference, has_references, resolve
 from batching.retry import RetryPolicy
 from batching.store import ResultStore
 from batching.workqueue import WorkQueue, pack_work
 
 log = logging.getLogger(__name__)
-
-FAILED_DEPENDENCY = 424
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +37,20 @@ class WorkUnit:
     items: Sequence[WorkItem]
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicationPolicy:
+    """How long to wait for Graph to replicate an object this job just created."""
+
+    first_delay_seconds: float = 10.0
+    max_wait_seconds: float = 900.0
+
+    def next_delay(self, waited: float) -> float | None:
+        delay = max(self.first_delay_seconds, waited)  # 10, 10, 20, 40, ... seconds
+        return delay if waited + delay <= self.max_wait_seconds else None
+
+
 @dataclass(slots=True)
 class _WaveResult:
-    """What one wave produced, per job."""
-
     outcomes: dict[str, list[OperationOutcome]] = field(default_factory=lambda: defaultdict(list))
     retries: dict[str, list[WorkItem]] = field(default_factory=lambda: defaultdict(list))
     retry_delay: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -45,21 +60,23 @@ class _WaveResult:
         self.retry_delay[job_id] = max(self.retry_delay[job_id], delay)
 
 
+_SEP: Final = "\n"
+
+
 class Processor:
     def __init__(
         self,
-        graph: GraphBatchClient,
+        coalescer: BatchCoalescer,
         store: ResultStore,
         queue: WorkQueue,
         policy: RetryPolicy,
-        *,
-        max_concurrent_batches: int = 4,
+        replication: ReplicationPolicy | None = None,
     ) -> None:
-        self._graph = graph
+        self._coalescer = coalescer
         self._store = store
         self._queue = queue
         self._policy = policy
-        self._limit = asyncio.Semaphore(max_concurrent_batches)
+        self._replication = replication or ReplicationPolicy()
 
     async def run(self, units: Sequence[WorkUnit]) -> None:
         """Run every operation in `units` to a final row, or back onto the queue for later."""
@@ -73,12 +90,10 @@ class Processor:
                 # A redelivered message never re-sends what already has a final row.
                 if not statuses.get(item.operation.id, OperationStatus.PENDING).is_final:
                     planned.append(PlannedItem(unit.job_id, item))
+        outputs = await self._earlier_outputs(planned)
 
         planner = WavePlanner(planned, known)
-        while True:
-            wave = planner.next_wave()
-            if wave.empty:
-                break
+        while not (wave := planner.next_wave()).empty:
             result = _WaveResult()
             for skipped in wave.skipped:
                 result.outcomes[skipped.planned.job_id].append(
@@ -86,105 +101,200 @@ class Processor:
                 )
             for waiting in wave.waiting_outside:
                 self._retry_or_fail(
-                    planner,
-                    result,
-                    waiting,
-                    None,
-                    retry_after=None,
-                    reason="a dependency in another message has not finished yet",
+                    planner, result, waiting, None, reason="a dependency has not finished yet"
                 )
-            responses = await asyncio.gather(*(self._send(batch) for batch in wave.batches))
-            for batch, response in zip(wave.batches, responses, strict=False):
-                self._classify(planner, result, batch, response)
+
+            ready: dict[str, tuple[PlannedItem, Operation]] = {}
+            for planned_item in (p for batch in wave.batches for p in batch):
+                try:
+                    operation = self._resolved(planned_item, outputs)
+                except UnresolvedReference as error:
+                    planner.settle(planned_item.key, OperationStatus.FAILED)
+                    result.outcomes[planned_item.job_id].append(
+                        _outcome(
+                            planned_item,
+                            OperationStatus.FAILED,
+                            error_code="unresolvedReference",
+                            error_message=str(error),
+                        )
+                    )
+                    continue
+                ready[_wire_key(planned_item.key)] = (planned_item, operation)
+
+            answers = await self._coalescer.send(
+                [BatchRequestItem(k, op.method, op.url, op.headers, op.body) for k, (_, op) in ready.items()]
+            )
+            lookups: dict[str, tuple[PlannedItem, ItemResponse]] = {}
+            for key, (planned_item, _) in ready.items():
+                answer = answers[key]
+                verdict = classify(planned_item.item, answer, self._policy)
+                if verdict is Verdict.USER_EXISTS:
+                    lookups[key] = (planned_item, answer)
+                    continue
+                self._settle(planner, result, outputs, planned_item, answer, verdict)
+            if lookups:
+                await self._look_up_existing_users(planner, result, outputs, ready, lookups)
             await self._commit(result, correlation)
 
         for job_id in correlation:
             await self._store.refresh_summary(job_id)
 
-    async def _send(self, batch: list[PlannedItem]) -> BatchResponse:
-        items = [
-            BatchRequestItem(
-                key=_wire_key(planned.key),
-                method=planned.item.operation.method,
-                url=planned.item.operation.url,
-                headers=planned.item.operation.headers,
-                body=planned.item.operation.body,
-            )
-            for planned in batch
-        ]
-        async with self._limit:
-            response = await self._graph.send(items)
-        log.info(
-            "graph batch: %d items, status %s, client-request-id %s, request-id %s",
-            len(items),
-            response.status,
-            response.client_request_id,
-            response.request_id,
-        )
-        return response
-
-    def _classify(
-        self, planner: WavePlanner, result: _WaveResult, batch: list[PlannedItem], response: BatchResponse
+    def _settle(
+        self,
+        planner: WavePlanner,
+        result: _WaveResult,
+        outputs: dict[Key, JsonValue],
+        planned: PlannedItem,
+        answer: ItemResponse,
+        verdict: Verdict,
     ) -> None:
-        for planned in batch:
-            item = response.items.get(_wire_key(planned.key))
-            if item is None:  # the batch call itself failed: every item shares its fate
-                item = ItemResponse(
-                    response.status,
-                    response.headers,
-                    {"error": {"code": f"batch{response.status}", "message": response.error}},
-                    response.request_id,
-                )
-            attempts = planned.item.attempts + 1
-            if 200 <= item.status < 300:
-                planner.settle(planned.key, OperationStatus.SUCCEEDED)
-                result.outcomes[planned.job_id].append(
-                    _outcome(planned, OperationStatus.SUCCEEDED, attempts=attempts, response=item)
-                )
-            elif self._policy.is_transient(item.status) or item.status == FAILED_DEPENDENCY:
-                self._retry_or_fail(planner, result, planned, item, retry_after=item.retry_after)
-            else:
-                planner.settle(planned.key, OperationStatus.FAILED)
-                result.outcomes[planned.job_id].append(
-                    _outcome(planned, OperationStatus.FAILED, attempts=attempts, response=item)
-                )
+        attempts = planned.item.attempts + 1
+        if verdict in (Verdict.SUCCEEDED, Verdict.ALREADY_EXISTS):
+            planner.settle(planned.key, OperationStatus.SUCCEEDED)
+            outputs[planned.key] = answer.body
+            note = "already existed" if verdict is Verdict.ALREADY_EXISTS else None
+            result.outcomes[planned.job_id].append(
+                _outcome(planned, OperationStatus.SUCCEEDED, attempts=attempts, response=answer, note=note)
+            )
+        elif verdict is Verdict.TRANSIENT:
+            self._retry_or_fail(planner, result, planned, answer)
+        elif verdict is Verdict.NOT_REPLICATED:
+            self._wait_for_replication(planner, result, planned, answer)
+        else:
+            planner.settle(planned.key, OperationStatus.FAILED)
+            result.outcomes[planned.job_id].append(
+                _outcome(planned, OperationStatus.FAILED, attempts=attempts, response=answer)
+            )
+
+    async def _look_up_existing_users(
+        self,
+        planner: WavePlanner,
+        result: _WaveResult,
+        outputs: dict[Key, JsonValue],
+        ready: dict[str, tuple[PlannedItem, Operation]],
+        conflicts: dict[str, tuple[PlannedItem, ItemResponse]],
+    ) -> None:
+        """A user create that Graph says exists succeeded before: fetch it so references resolve."""
+        requests = []
+        for key in conflicts:
+            body = ready[key][1].body
+            upn = body.get("userPrincipalName") if isinstance(body, dict) else None
+            requests.append(BatchRequestItem(key, "GET", f"/users/{quote(str(upn), safe='@')}"))
+        found = await self._coalescer.send(requests)
+        for key, (planned, conflict) in conflicts.items():
+            answer = found[key]
+            if 200 <= answer.status < 300:
+                self._settle(planner, result, outputs, planned, answer, Verdict.ALREADY_EXISTS)
+            else:  # cannot confirm it is ours: report Graph's conflict as it was
+                self._settle(planner, result, outputs, planned, conflict, Verdict.FAILED)
 
     def _retry_or_fail(
         self,
         planner: WavePlanner,
         result: _WaveResult,
         planned: PlannedItem,
-        item: ItemResponse | None,
+        answer: ItemResponse | None,
         *,
-        retry_after: str | None,
-        reason: str | None = None,
+        reason: str = "throttled or unavailable",
     ) -> None:
         attempts = planned.item.attempts + 1
         if self._policy.exhausted(attempts):
             planner.settle(planned.key, OperationStatus.FAILED)
-            message = (reason or "still throttled or unavailable") + f" after {attempts} attempts"
             result.outcomes[planned.job_id].append(
                 _outcome(
-                    planned, OperationStatus.FAILED, attempts=attempts, response=item, error_message=message
+                    planned,
+                    OperationStatus.FAILED,
+                    attempts=attempts,
+                    response=answer,
+                    error_message=f"{reason} after {attempts} attempts",
                 )
             )
             return
-        delay = self._policy.delay(attempts, retry_after)
-        waiting = planner.withdraw(planned.key)
-        result.retry(
-            planned.job_id,
-            [WorkItem(operation=planned.item.operation, attempts=attempts)] + [w.item for w in waiting],
+        delay = self._policy.delay(attempts, answer.retry_after if answer else None)
+        self._put_back(
+            planner,
+            result,
+            planned,
+            answer,
+            planned.item.model_copy(update={"attempts": attempts}),
             delay,
+            f"{reason}; retrying in {delay:.1f} s",
         )
+
+    def _wait_for_replication(
+        self, planner: WavePlanner, result: _WaveResult, planned: PlannedItem, answer: ItemResponse
+    ) -> None:
+        attempts = planned.item.attempts + 1
+        waited = planned.item.replication_waited
+        delay = self._replication.next_delay(waited)
+        if delay is None:
+            planner.settle(planned.key, OperationStatus.FAILED)
+            result.outcomes[planned.job_id].append(
+                _outcome(
+                    planned,
+                    OperationStatus.FAILED,
+                    attempts=attempts,
+                    response=answer,
+                    error_message=f"still not found after waiting {waited:.0f} s for replication: "
+                    f"{answer.error_message or answer.status}",
+                )
+            )
+            return
+        retry = planned.item.model_copy(update={"attempts": attempts, "replication_waited": waited + delay})
+        self._put_back(
+            planner,
+            result,
+            planned,
+            answer,
+            retry,
+            delay,
+            f"object created earlier in this job not replicated yet; retrying in {delay:.0f} s",
+        )
+
+    def _put_back(
+        self,
+        planner: WavePlanner,
+        result: _WaveResult,
+        planned: PlannedItem,
+        answer: ItemResponse | None,
+        retry: WorkItem,
+        delay: float,
+        message: str,
+    ) -> None:
+        """Re-enqueue the item with everything that waits on it; record it as still Pending."""
+        waiting = planner.withdraw(planned.key)
+        result.retry(planned.job_id, [retry, *(w.item for w in waiting)], delay)
         result.outcomes[planned.job_id].append(
             _outcome(
                 planned,
                 OperationStatus.PENDING,
-                attempts=attempts,
-                response=item,
-                error_message=f"{reason or 'throttled'}; retrying in {delay:.1f} s",
+                attempts=retry.attempts,
+                response=answer,
+                error_message=message,
             )
         )
+
+    def _resolved(self, planned: PlannedItem, outputs: dict[Key, JsonValue]) -> Operation:
+        operation = planned.item.operation
+        if not has_references(operation):
+            return operation
+        job_outputs = {op_id: value for (job_id, op_id), value in outputs.items() if job_id == planned.job_id}
+        return resolve(operation, job_outputs)
+
+    async def _earlier_outputs(self, planned: list[PlannedItem]) -> dict[Key, JsonValue]:
+        """Responses of operations that finished in earlier runs and are referenced now."""
+        wanted: dict[str, set[str]] = defaultdict(set)
+        in_hand = {p.key for p in planned}
+        for item in planned:
+            if has_references(item.item.operation):
+                for dep in item.item.operation.depends_on:
+                    if (item.job_id, dep) not in in_hand:
+                        wanted[item.job_id].add(dep)
+        outputs: dict[Key, JsonValue] = {}
+        for job_id, op_ids in wanted.items():
+            for op_id, body in (await self._store.outputs(job_id, op_ids)).items():
+                outputs[(job_id, op_id)] = body
+        return outputs
 
     async def _commit(self, result: _WaveResult, correlation: dict[str, str | None]) -> None:
         """Re-enqueue first, then record: the message in hand still covers a crash in between."""
@@ -202,7 +312,7 @@ class Processor:
 
 
 def _wire_key(key: Key) -> str:
-    return f"{key[0]}\n{key[1]}"
+    return f"{key[0]}{_SEP}{key[1]}"
 
 
 def _outcome(
@@ -211,10 +321,14 @@ def _outcome(
     *,
     attempts: int | None = None,
     response: ItemResponse | None = None,
+    error_code: str | None = None,
     error_message: str | None = None,
+    note: str | None = None,
 ) -> OperationOutcome:
     operation = planned.item.operation
-    failed = response is not None and not 200 <= response.status < 300
+    failed = (
+        response is not None and not 200 <= response.status < 300 and status is not OperationStatus.SUCCEEDED
+    )
     return OperationOutcome(
         op_id=operation.id,
         status=status,
@@ -223,7 +337,8 @@ def _outcome(
         attempts=planned.item.attempts if attempts is None else attempts,
         http_status=response.status if response is not None else None,
         response_body=response.body if response is not None else None,
-        error_code=response.error_code if failed and response is not None else None,
+        error_code=error_code or (response.error_code if failed and response is not None else None),
         error_message=error_message or (response.error_message if failed and response is not None else None),
         graph_request_id=response.request_id if response is not None else None,
+        note=note,
     )

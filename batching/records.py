@@ -52,6 +52,7 @@ class OperationOutcome:
     error_code: str | None = None
     error_message: str | None = None
     graph_request_id: str | None = None
+    note: str | None = None
     seq: int | None = None
 
     def to_entity(self, job_id: str, correlation_id: str | None, now: datetime) -> dict[str, Any]:
@@ -71,6 +72,7 @@ class OperationOutcome:
             "ErrorCode": self.error_code or "",
             "ErrorMessage": _clip(self.error_message, MAX_ERROR_MESSAGE_CHARS) or "",
             "GraphRequestId": self.graph_request_id or "",
+            "Note": self.note or "",
             "CorrelationId": correlation_id or "",
             "UpdatedAt": now,
         }
@@ -96,6 +98,7 @@ class OperationRecord:
     error_message: str | None
     graph_request_id: str | None
     updated_at: datetime | None
+    note: str | None = None
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> OperationRecord:
@@ -121,6 +124,7 @@ class OperationRecord:
             error_message=entity.get("ErrorMessage") or None,
             graph_request_id=entity.get("GraphRequestId") or None,
             updated_at=entity.get("UpdatedAt"),
+            note=entity.get("Note") or None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -137,6 +141,8 @@ class OperationRecord:
         }
         if self.response_body_truncated:
             result["bodyTruncated"] = True
+        if self.note:
+            result["note"] = self.note
         if self.error_code or self.error_message:
             result["error"] = {"code": self.error_code, "message": self.error_message}
         return result

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import httpx
 
+from batching.coalescer import BatchCoalescer
 from batching.errors import Problem
 from batching.graph.auth import GraphTokenAuth, build_credential, check_graph_endpoint
 from batching.graph.client import GraphBatchClient, build_http_client
 from batching.intake import Rejection, decode_queue_text, parse_job, read_work_message
-from batching.models import Job, WorkItem, WorkMessage
-from batching.processor import Processor, WorkUnit
+from batching.models import Job, WorkMessage
+from batching.processor import Processor, ReplicationPolicy, WorkUnit
 from batching.records import JobSummary, OperationOutcome, OperationRecord, OperationStatus
 from batching.retry import RetryPolicy
 from batching.settings import Settings
@@ -78,19 +79,23 @@ class ProvisioningService:
         queue = WorkQueue(
             queue_client(settings, settings.provisioning_queue),
             queue_client(settings, settings.poison_queue, base64=False),
+            queue_client(settings, settings.provisioning_queue, base64=False),
         )
         policy = RetryPolicy(
             max_attempts=settings.max_attempts,
             base_seconds=settings.backoff_base_seconds,
             cap_seconds=settings.backoff_max_seconds,
         )
-        processor = Processor(
+        coalescer = BatchCoalescer(
             GraphBatchClient(http),
-            store,
-            queue,
-            policy,
             max_concurrent_batches=settings.graph_max_concurrent_batches,
+            linger_seconds=settings.batch_linger_seconds,
         )
+        replication = ReplicationPolicy(
+            first_delay_seconds=settings.replication_retry_seconds,
+            max_wait_seconds=settings.replication_max_wait_seconds,
+        )
+        processor = Processor(coalescer, store, queue, policy, replication)
         service = cls(settings, store, queue, processor)
         service._closers = [http, credential]
         return service
@@ -113,9 +118,8 @@ class ProvisioningService:
         if isinstance(parsed, Rejection):
             return Invalid(parsed.problems)
         job = parsed
-        items = [WorkItem(operation=op) for op in job.operations]
         try:
-            messages = pack_work(job.job_id, job.correlation_id, items)
+            messages = pack_work(job.job_id, job.correlation_id, job.work_items())
         except WorkTooLarge as error:
             return Invalid([Problem("operations", str(error))], status=413)
 
@@ -146,7 +150,46 @@ class ProvisioningService:
     # --- queue door ------------------------------------------------------------------------
 
     async def handle_queue_message(self, text: str, message_id: str, dequeue_count: int) -> None:
-        """Run a queue message to the end; bad input is recorded as Rejected and poisoned."""
+        """Run a queue message, and more queued work beside it so batches fill up.
+
+        Bad input is recorded as Rejected and poisoned. Extra messages are deleted only after
+        their work is recorded or re-enqueued; if this invocation dies they reappear.
+        """
+        own = await self._intake(text, message_id)
+        extras = (
+            await self.queue.take(self.settings.queue_extra_messages, self.settings.queue_extra_lease_seconds)
+            if self.settings.queue_extra_messages
+            else []
+        )
+        units = [own] if own else []
+        finished = []
+        for extra in extras:
+            if extra.dequeue_count > self.settings.max_dequeue_count:
+                await self._give_up(extra.text, extra.id, extra.dequeue_count, "it kept failing")
+                finished.append(extra)
+                continue
+            unit = await self._intake(extra.text, extra.id)
+            if unit is None:
+                finished.append(extra)
+            else:
+                units.append(unit)
+        for extra in finished:
+            await self.queue.delete(extra)
+        try:
+            await self._processor.run(units)
+        except Exception as error:
+            # The host poisons the message after this delivery: its operations end Failed.
+            if own is not None and dequeue_count >= self.settings.max_dequeue_count:
+                await self._fail_unfinished(
+                    own, f"processing failed {dequeue_count} times ({type(error).__name__})"
+                )
+            raise
+        for extra in extras:
+            if extra not in finished:
+                await self.queue.delete(extra)
+
+    async def _intake(self, text: str, message_id: str) -> WorkUnit | None:
+        """A queue message as work to run now, or None when it was rejected."""
         data = decode_queue_text(text)
         try:
             work = read_work_message(data)
@@ -154,43 +197,31 @@ class ProvisioningService:
             await self._reject(
                 Rejection([Problem("body", f"malformed work message: {error}")]), text, message_id
             )
-            return
-        job_id, op_ids = (work.job_id, [i.operation.id for i in work.items]) if work else (None, [])
-        try:
-            if work is not None:
-                await self._processor.run([WorkUnit(work.job_id, work.correlation_id, work.items)])
-                return
-            parsed = parse_job(data)
-            if isinstance(parsed, Rejection):
-                await self._reject(parsed, text, message_id)
-                return
-            job_id, op_ids = parsed.job_id, [op.id for op in parsed.operations]
-            await self._run_submitted(parsed, text, message_id)
-        except Exception as error:
-            # The host poisons the message after this delivery: its operations end Failed.
-            if job_id is not None and dequeue_count >= self.settings.max_dequeue_count:
-                reason = (
-                    f"processing failed {dequeue_count} times ({type(error).__name__}); "
-                    "the message is in the poison queue"
-                )
-                await self._fail_unfinished(job_id, op_ids, reason)
-            raise
-
-    async def _run_submitted(self, job: Job, text: str, message_id: str) -> None:
+            return None
+        if work is not None:
+            return WorkUnit(work.job_id, work.correlation_id, work.items)
+        parsed = parse_job(data)
+        if isinstance(parsed, Rejection):
+            await self._reject(parsed, text, message_id)
+            return None
+        job = parsed
         summary = _new_summary(job, source="queue")
         summary.enqueued = True
         if not await self.store.create_job(summary, _pending_rows(job)):
             existing = await self.store.get_summary(job.job_id)
             if existing is not None and existing.body_hash != job.body_hash:
                 problem = Problem("jobId", f"{job.job_id!r} already names a different job")
-                await self._reject(
-                    Rejection([problem], None, job.correlation_id, [op.id for op in job.operations]),
-                    text,
-                    message_id,
-                )
-                return
-        items = [WorkItem(operation=op) for op in job.operations]
-        await self._processor.run([WorkUnit(job.job_id, job.correlation_id, items)])
+                ids = [op.id for op in job.operations]
+                await self._reject(Rejection([problem], None, job.correlation_id, ids), text, message_id)
+                return None
+        return WorkUnit(job.job_id, job.correlation_id, job.work_items())
+
+    async def _give_up(self, text: str, message_id: str, dequeue_count: int, why: str) -> None:
+        """What the host does on a last failed delivery, for a message this invocation took."""
+        unit = await self._intake(text, message_id)
+        if unit is not None:
+            await self._fail_unfinished(unit, f"processing failed {dequeue_count} times ({why})")
+        await self.queue.send_poison(text)
 
     async def _reject(self, rejection: Rejection, text: str, message_id: str) -> None:
         """A Rejected row per operation the message names (or a job row), and the poison queue."""
@@ -222,23 +253,23 @@ class ProvisioningService:
         await self.queue.send_poison(text)
         log.warning("queue message %s rejected as job %s: %s", message_id, job_id, reason)
 
-    async def _fail_unfinished(self, job_id: str, op_ids: list[str], reason: str) -> None:
-        statuses = await self.store.statuses(job_id)
-        summary = await self.store.get_summary(job_id)
+    async def _fail_unfinished(self, unit: WorkUnit, reason: str) -> None:
+        statuses = await self.store.statuses(unit.job_id)
         rows = [
             OperationOutcome(
-                op_id=op_id,
+                op_id=item.operation.id,
                 status=OperationStatus.FAILED,
                 method="",
                 url="",
+                attempts=item.attempts,
                 error_code="processingFailed",
-                error_message=reason,
+                error_message=f"{reason}; the message is in the poison queue",
             )
-            for op_id in op_ids
-            if not statuses.get(op_id, OperationStatus.PENDING).is_final
+            for item in unit.items
+            if not statuses.get(item.operation.id, OperationStatus.PENDING).is_final
         ]
-        await self.store.record(job_id, summary.correlation_id if summary else None, rows)
-        await self.store.refresh_summary(job_id)
+        await self.store.record(unit.job_id, unit.correlation_id, rows)
+        await self.store.refresh_summary(unit.job_id)
 
 
 def _new_summary(job: Job, *, source: str) -> JobSummary:

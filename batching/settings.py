@@ -71,6 +71,21 @@ class Settings(BaseSettings):
         default=5, ge=1, le=3600, validation_alias=AliasChoices("STATUS_RETRY_AFTER_SECONDS")
     )
     public_base_url: str | None = Field(default=None, validation_alias=AliasChoices("PUBLIC_BASE_URL"))
+    batch_linger_seconds: float = Field(
+        default=0.1, ge=0, le=5, validation_alias=AliasChoices("BATCH_LINGER_SECONDS")
+    )
+    queue_extra_messages: int = Field(
+        default=64, ge=0, le=256, validation_alias=AliasChoices("QUEUE_EXTRA_MESSAGES")
+    )
+    queue_extra_lease_seconds: int = Field(
+        default=300, ge=5, le=3600, validation_alias=AliasChoices("QUEUE_EXTRA_LEASE_SECONDS")
+    )
+    replication_retry_seconds: float = Field(
+        default=10.0, gt=0, validation_alias=AliasChoices("REPLICATION_RETRY_SECONDS")
+    )
+    replication_max_wait_seconds: float = Field(
+        default=900.0, gt=0, validation_alias=AliasChoices("REPLICATION_MAX_WAIT_SECONDS")
+    )
 
     @property
     def poison_queue(self) -> str:

@@ -15,6 +15,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
+from pydantic import JsonValue
 
 from batching.records import (
     SUMMARY_ROW_KEY,
@@ -84,6 +85,16 @@ class ResultStore:
             )
         ]
         return sorted(records, key=lambda record: (record.seq, record.op_id))
+
+    async def outputs(self, job_id: str, op_ids: set[str]) -> dict[str, JsonValue]:
+        """Recorded response bodies of succeeded operations (not truncated ones) by id."""
+        return {
+            record.op_id: record.response_body
+            for record in await self.operations(job_id)
+            if record.op_id in op_ids
+            and record.status is OperationStatus.SUCCEEDED
+            and not record.response_body_truncated
+        }
 
     async def statuses(self, job_id: str) -> dict[str, OperationStatus]:
         return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from azure.core.exceptions import ResourceExistsError
@@ -78,10 +79,40 @@ def _dependency_groups(items: Sequence[WorkItem]) -> list[list[WorkItem]]:
     return list(groups.values())
 
 
+@dataclass(frozen=True, slots=True)
+class TakenMessage:
+    """A message this invocation took beyond the one that triggered it (leased, not deleted)."""
+
+    id: str
+    pop_receipt: str
+    text: str
+    dequeue_count: int
+
+
 class WorkQueue:
-    def __init__(self, queue: QueueClient, poison: QueueClient) -> None:
+    def __init__(self, queue: QueueClient, poison: QueueClient, receiver: QueueClient) -> None:
         self._queue = queue
         self._poison = poison
+        self._receiver = receiver  # reads text as it is: producers send plain or base64 JSON
+
+    async def take(self, count: int, lease_seconds: int) -> list[TakenMessage]:
+        """Up to `count` more visible messages, hidden for `lease_seconds` until deleted."""
+        taken: list[TakenMessage] = []
+        while len(taken) < count:
+            want = min(32, count - len(taken))
+            page = [
+                TakenMessage(m.id, m.pop_receipt or "", m.content, m.dequeue_count or 1)
+                async for m in self._receiver.receive_messages(
+                    messages_per_page=want, max_messages=want, visibility_timeout=lease_seconds
+                )
+            ]
+            taken.extend(page)
+            if len(page) < want:
+                break
+        return taken
+
+    async def delete(self, message: TakenMessage) -> None:
+        await self._receiver.delete_message(message.id, message.pop_receipt)
 
     async def ensure_queues(self) -> None:
         for client in (self._queue, self._poison):
@@ -89,8 +120,8 @@ class WorkQueue:
                 await client.create_queue()
 
     async def close(self) -> None:
-        await self._queue.close()
-        await self._poison.close()
+        for client in (self._queue, self._poison, self._receiver):
+            await client.close()
 
     async def send(self, message: WorkMessage, *, delay_seconds: float = 0) -> None:
         """Enqueue; the message stays invisible for `delay_seconds` and never expires."""

@@ -101,4 +101,4 @@ def queue_length(env: dict[str, str]) -> int:
     """Messages still on the provisioning queue, visible or not (a handler that never returns
     keeps its message)."""
     with QueueClient.from_connection_string(env["AzureWebJobsStorage"], env["PROVISIONING_QUEUE"]) as queue:
-        return int(queue.get_queue_properties().approximate_message_count)
+        return queue.get_queue_properties().approximate_message_count or 0
