@@ -9,7 +9,8 @@ A whole-batch failure is given back to each of its items, so callers only see it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -17,7 +18,7 @@ from batching.graph.client import BatchRequestItem, BatchResponse, GraphBatchCli
 from batching.planner import MAX_BATCH_SIZE
 
 DEFAULT_LINGER_SECONDS: Final = 0.1
-DEFAULT_MAX_WAIT_SECONDS: Final = 2.0
+DEFAULT_MAX_WAIT_SECONDS: Final = 5.0
 
 
 @dataclass(slots=True)
@@ -46,10 +47,34 @@ class BatchCoalescer:
         self._arrived = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._preparing = 0
         self.batches_sent = 0
 
-    async def send(self, items: Sequence[BatchRequestItem]) -> dict[str, ItemResponse]:
-        """Answers for `items` by key, once the batches holding them have been sent."""
+    @contextlib.asynccontextmanager
+    async def preparing(self) -> AsyncIterator[None]:
+        """Held while an invocation readies work it will send: partial batches wait for it
+        (never past `max_wait`), so its operations can fill them."""
+        self._preparing += 1
+        try:
+            yield
+        finally:
+            self._preparing -= 1
+            self._arrived.set()
+
+    async def send(
+        self, items: Sequence[BatchRequestItem], *, caller_preparing: bool = False
+    ) -> dict[str, ItemResponse]:
+        """Answers for `items` by key, once the batches holding them have been sent.
+        `caller_preparing`: the caller holds `preparing()`; it stops counting while it waits."""
+        if caller_preparing:
+            self._preparing -= 1
+        try:
+            return await self._send(items)
+        finally:
+            if caller_preparing:
+                self._preparing += 1
+
+    async def _send(self, items: Sequence[BatchRequestItem]) -> dict[str, ItemResponse]:
         loop = asyncio.get_running_loop()
         waiting = [_Waiting(item, loop.create_future(), loop.time()) for item in items]
         self._waiting.extend(waiting)
@@ -67,13 +92,12 @@ class BatchCoalescer:
             if not self._waiting:
                 return
             self._arrived.clear()
-            waited = loop.time() - self._waiting[0].since
+            left = self._max_wait - (loop.time() - self._waiting[0].since)
             try:
-                await asyncio.wait_for(
-                    self._arrived.wait(), max(0.0, min(self._linger, self._max_wait - waited))
-                )
+                await asyncio.wait_for(self._arrived.wait(), max(0.0, min(self._linger, left)))
             except TimeoutError:
-                self._dispatch(self._size)
+                if self._preparing == 0 or left <= self._linger:
+                    self._dispatch(self._size)
 
     def _dispatch(self, count: int) -> None:
         batch, self._waiting = self._waiting[:count], self._waiting[count:]

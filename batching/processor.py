@@ -5,6 +5,7 @@ the delay it needs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -80,11 +81,15 @@ class Processor:
 
     async def run(self, units: Sequence[WorkUnit]) -> None:
         """Run every operation in `units` to a final row, or back onto the queue for later."""
+        async with self._coalescer.preparing():  # partial batches wait for this run's work
+            await self._run(units)
+
+    async def _run(self, units: Sequence[WorkUnit]) -> None:
         correlation = {unit.job_id: unit.correlation_id for unit in units}
         known: dict[Key, OperationStatus] = {}
         planned: list[PlannedItem] = []
-        for unit in units:
-            statuses = await self._store.statuses(unit.job_id)
+        all_statuses = await asyncio.gather(*(self._store.statuses(unit.job_id) for unit in units))
+        for unit, statuses in zip(units, all_statuses, strict=True):
             known.update({(unit.job_id, op_id): status for op_id, status in statuses.items()})
             for item in unit.items:
                 # A redelivered message never re-sends what already has a final row.
@@ -122,7 +127,8 @@ class Processor:
                 ready[_wire_key(planned_item.key)] = (planned_item, operation)
 
             answers = await self._coalescer.send(
-                [BatchRequestItem(k, op.method, op.url, op.headers, op.body) for k, (_, op) in ready.items()]
+                [BatchRequestItem(k, op.method, op.url, op.headers, op.body) for k, (_, op) in ready.items()],
+                caller_preparing=True,
             )
             lookups: dict[str, tuple[PlannedItem, ItemResponse]] = {}
             for key, (planned_item, _) in ready.items():
@@ -136,8 +142,7 @@ class Processor:
                 await self._look_up_existing_users(planner, result, outputs, ready, lookups)
             await self._commit(result, correlation)
 
-        for job_id in correlation:
-            await self._store.refresh_summary(job_id)
+        await asyncio.gather(*(self._store.refresh_summary(job_id) for job_id in correlation))
 
     def _settle(
         self,
@@ -180,7 +185,7 @@ class Processor:
             body = ready[key][1].body
             upn = body.get("userPrincipalName") if isinstance(body, dict) else None
             requests.append(BatchRequestItem(key, "GET", f"/users/{quote(str(upn), safe='@')}"))
-        found = await self._coalescer.send(requests)
+        found = await self._coalescer.send(requests, caller_preparing=True)
         for key, (planned, conflict) in conflicts.items():
             answer = found[key]
             if 200 <= answer.status < 300:
@@ -307,8 +312,12 @@ class Processor:
                 len(items),
                 result.retry_delay[job_id],
             )
-        for job_id, outcomes in result.outcomes.items():
-            await self._store.record(job_id, correlation[job_id], outcomes)
+        await asyncio.gather(
+            *(
+                self._store.record(job_id, correlation[job_id], outcomes)
+                for job_id, outcomes in result.outcomes.items()
+            )
+        )
 
 
 def _wire_key(key: Key) -> str:

@@ -24,7 +24,7 @@ from batching.retry import RetryPolicy
 from batching.settings import Settings
 from batching.storage import queue_client, table_client
 from batching.store import ResultStore
-from batching.workqueue import WorkQueue, WorkTooLarge, pack_work
+from batching.workqueue import TakenMessage, WorkQueue, WorkTooLarge, pack_work
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,15 @@ class JobView:
 
 class ProvisioningService:
     def __init__(
-        self, settings: Settings, store: ResultStore, queue: WorkQueue, processor: Processor
+        self,
+        settings: Settings,
+        store: ResultStore,
+        queue: WorkQueue,
+        processor: Processor,
+        coalescer: BatchCoalescer,
     ) -> None:
         self.settings = settings
+        self._coalescer = coalescer
         self.store = store
         self.queue = queue
         self._processor = processor
@@ -96,7 +102,7 @@ class ProvisioningService:
             max_wait_seconds=settings.replication_max_wait_seconds,
         )
         processor = Processor(coalescer, store, queue, policy, replication)
-        service = cls(settings, store, queue, processor)
+        service = cls(settings, store, queue, processor, coalescer)
         service._closers = [http, credential]
         return service
 
@@ -155,24 +161,19 @@ class ProvisioningService:
         Bad input is recorded as Rejected and poisoned. Extra messages are deleted only after
         their work is recorded or re-enqueued; if this invocation dies they reappear.
         """
-        own = await self._intake(text, message_id)
-        extras = (
-            await self.queue.take(self.settings.queue_extra_messages, self.settings.queue_extra_lease_seconds)
-            if self.settings.queue_extra_messages
-            else []
-        )
+        async with self._coalescer.preparing():
+            own = await self._intake(text, message_id)
+            extras = (
+                await self.queue.take(
+                    self.settings.queue_extra_messages, self.settings.queue_extra_lease_seconds
+                )
+                if self.settings.queue_extra_messages
+                else []
+            )
+            taken = await asyncio.gather(*(self._intake_extra(extra) for extra in extras))
         units = [own] if own else []
-        finished = []
-        for extra in extras:
-            if extra.dequeue_count > self.settings.max_dequeue_count:
-                await self._give_up(extra.text, extra.id, extra.dequeue_count, "it kept failing")
-                finished.append(extra)
-                continue
-            unit = await self._intake(extra.text, extra.id)
-            if unit is None:
-                finished.append(extra)
-            else:
-                units.append(unit)
+        units.extend(unit for unit in taken if unit is not None)
+        finished = [extra for extra, unit in zip(extras, taken, strict=True) if unit is None]
         for extra in finished:
             await self.queue.delete(extra)
         try:
@@ -187,6 +188,12 @@ class ProvisioningService:
         for extra in extras:
             if extra not in finished:
                 await self.queue.delete(extra)
+
+    async def _intake_extra(self, extra: TakenMessage) -> WorkUnit | None:
+        if extra.dequeue_count > self.settings.max_dequeue_count:
+            await self._give_up(extra.text, extra.id, extra.dequeue_count, "it kept failing")
+            return None
+        return await self._intake(extra.text, extra.id)
 
     async def _intake(self, text: str, message_id: str) -> WorkUnit | None:
         """A queue message as work to run now, or None when it was rejected."""

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from devhost.config import QueueOptions, resolve
 
 log = logging.getLogger("devhost")
-LEASE_SECONDS = 30
+LEASE_SECONDS = int(os.environ.get("DEVHOST_MESSAGE_LEASE_SECONDS", "30"))
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,8 @@ class QueuePoller:
         self.queue_name = resolve(entry.trigger["queueName"])
         self._queue = make_client(self.queue_name)
         self._poison = make_client(f"{self.queue_name}-poison")
-        self._slots = asyncio.Semaphore(options.batch_size + options.new_batch_threshold)
+        self._capacity = options.batch_size + options.new_batch_threshold
+        self._running = 0
 
     async def run(self) -> None:
         for client in (self._queue, self._poison):
@@ -132,14 +133,18 @@ class QueuePoller:
         try:
             while True:
                 got = 0
+                free = self._free_slots()
+                if free == 0:  # like the host: fetch only when there is room to run them
+                    await asyncio.sleep(0.05)
+                    continue
                 try:
                     async for message in self._queue.receive_messages(
-                        messages_per_page=self.options.batch_size,
-                        max_messages=self.options.batch_size,
+                        messages_per_page=min(free, self.options.batch_size),
+                        max_messages=min(free, self.options.batch_size),
                         visibility_timeout=LEASE_SECONDS,
                     ):
                         got += 1
-                        await self._slots.acquire()
+                        self._running += 1
                         task = asyncio.create_task(self._handle(message))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
@@ -152,6 +157,9 @@ class QueuePoller:
                 task.cancel()
             await self._queue.close()
             await self._poison.close()
+
+    def _free_slots(self) -> int:
+        return self._capacity - self._running
 
     async def _handle(self, message: Any) -> None:
         try:
@@ -191,7 +199,7 @@ class QueuePoller:
                         message, visibility_timeout=int(self.options.visibility_timeout)
                     )
         finally:
-            self._slots.release()
+            self._running -= 1
 
     async def _keep_leased(self, message: Any) -> None:
         while True:

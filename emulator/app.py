@@ -53,7 +53,8 @@ class TokenBucket:
 @dataclass
 class EmulatorConfig:
     """Behaviour knobs, all off by default. `retry_after` may be `2`, `2.5`, `2,120`,
-    `http-date:3` (an HTTP-date 3 s ahead) or null (429 without the header)."""
+    `http-date:3` (an HTTP-date 3 s ahead) or null (429 without the header).
+    `replicationLagSeconds` (on the tenant): how long new users and groups stay invisible."""
 
     throttle: TokenBucket | None = None
     retry_after: str | None = "2"
@@ -101,6 +102,8 @@ class GraphEmulator:
                 )
             if "retryAfter" in settings:
                 self.config.retry_after = settings["retryAfter"]
+            if "replicationLagSeconds" in settings:
+                self.tenant.lag_seconds = float(settings["replicationLagSeconds"])
             if "latencyMs" in settings:
                 self.config.latency_ms = int(settings["latencyMs"])
             if "batchFaults" in settings:
@@ -150,8 +153,6 @@ class GraphEmulator:
             "request-id": request_id,
             "client-request-id": request.headers.get("client-request-id", ""),
         }
-        if self.config.latency_ms:
-            await asyncio.sleep(self.config.latency_ms / 1000)
         if not request.headers.get("authorization", "").startswith("Bearer "):
             return self._finish(
                 record,
@@ -206,6 +207,8 @@ class GraphEmulator:
                 entry["body"] = answer.body
                 responses.append(entry)
         responses.reverse()  # Graph answers in any order; so does the emulator
+        if self.config.latency_ms:  # the tenant has acted; the answer is slow (a caller may die waiting)
+            await asyncio.sleep(self.config.latency_ms / 1000)
         return self._finish(record, 200, {"responses": responses}, headers)
 
     def _run_item(self, item: dict[str, Any]) -> Answer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,16 @@ class Tenant:
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     calendar_permissions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     created: list[tuple[str, str]] = field(default_factory=list)  # (kind, key) per create
+    # Replication lag: a new user or group is invisible to other requests for this long.
+    lag_seconds: float = 0.0
+    visible_at: dict[str, float] = field(default_factory=dict)
+
+    def _visible(self, object_id: str) -> bool:
+        return time.monotonic() >= self.visible_at.get(object_id, 0.0)
+
+    def group(self, key: str) -> dict[str, Any] | None:
+        found = self.groups.get(key)
+        return found if found is not None and self._visible(key) else None
 
     def seed_users(self, count: int, domain: str = "contoso.com") -> list[str]:
         upns = []
@@ -53,17 +64,20 @@ class Tenant:
 
     # --- lookups ---------------------------------------------------------------------
 
-    def find_user(self, key: str) -> dict[str, Any] | None:
-        if key in self.users:
-            return self.users[key]
-        lowered = key.lower()
-        return next((u for u in self.users.values() if u["userPrincipalName"].lower() == lowered), None)
+    def find_user(self, key: str, *, include_unreplicated: bool = False) -> dict[str, Any] | None:
+        user = self.users.get(key)
+        if user is None:
+            lowered = key.lower()
+            user = next((u for u in self.users.values() if u["userPrincipalName"].lower() == lowered), None)
+        if user is None or not (include_unreplicated or self._visible(user["id"])):
+            return None
+        return user
 
     def find_object(self, key: str) -> tuple[str, str] | None:
         user = self.find_user(key)
         if user:
             return ("user", user["id"])
-        if key in self.groups:
+        if self.group(key):
             return ("group", key)
         return None
 
@@ -71,6 +85,7 @@ class Tenant:
         user = {"id": str(uuid.uuid4()), "accountEnabled": True, **body}
         user.pop("passwordProfile", None)
         self.users[user["id"]] = user
+        self.visible_at[user["id"]] = time.monotonic() + self.lag_seconds
         self.created.append(("user", user["userPrincipalName"].lower()))
         return user
 
@@ -103,7 +118,7 @@ def _not_found(kind: str, key: str) -> Answer:
 def create_user(t: Tenant, _: dict[str, str], body: JsonBody) -> Answer:
     if not isinstance(body, dict) or not body.get("userPrincipalName"):
         return error(400, "Request_BadRequest", "Property userPrincipalName is required.")
-    if t.find_user(body["userPrincipalName"]):
+    if t.find_user(body["userPrincipalName"], include_unreplicated=True):
         return error(
             400,
             "Request_BadRequest",
@@ -179,17 +194,18 @@ def create_group(t: Tenant, _: dict[str, str], body: JsonBody) -> Answer:
         return error(400, "Request_BadRequest", "Properties displayName and mailNickname are required.")
     group = {"id": str(uuid.uuid4()), "groupTypes": [], **body}
     t.groups[group["id"]] = group
+    t.visible_at[group["id"]] = time.monotonic() + t.lag_seconds
     t.created.append(("group", group["id"]))
     return Answer(201, group)
 
 
 def get_group(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
-    group = t.groups.get(p["group"])
+    group = t.group(p["group"])
     return Answer(200, group) if group else _not_found("group", p["group"])
 
 
 def patch_group(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
-    group = t.groups.get(p["group"])
+    group = t.group(p["group"])
     if not group:
         return _not_found("group", p["group"])
     group.update(body if isinstance(body, dict) else {})
@@ -197,7 +213,7 @@ def patch_group(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
 
 
 def add_member(t: Tenant, p: dict[str, str], body: JsonBody, *, role: str = "members") -> Answer:
-    group = t.groups.get(p["group"])
+    group = t.group(p["group"])
     target = _ref_target(body)
     found = t.find_object(target) if target else None
     if not group:
@@ -221,7 +237,7 @@ def add_member(t: Tenant, p: dict[str, str], body: JsonBody, *, role: str = "mem
 
 
 def list_members(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
-    if p["group"] not in t.groups:
+    if not t.group(p["group"]):
         return _not_found("group", p["group"])
     ids = t.members.get(p["group"], set())
     return Answer(200, {"value": [{"id": i} for i in sorted(ids)]})
@@ -236,7 +252,7 @@ def remove_member(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
 
 
 def create_team(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
-    group = t.groups.get(p["group"])
+    group = t.group(p["group"])
     if not group:
         return _not_found("group", p["group"])
     if "Unified" not in group.get("groupTypes", []):
@@ -281,7 +297,7 @@ def list_channels(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
 
 def create_event(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
     owner = p.get("user") or p.get("group") or ""
-    exists = t.find_user(owner) if "user" in p else t.groups.get(owner)
+    exists = t.find_user(owner) if "user" in p else t.group(owner)
     if not exists:
         return _not_found("owner", owner)
     event = {"id": str(uuid.uuid4()), **(body if isinstance(body, dict) else {})}
