@@ -204,16 +204,7 @@ class Processor:
     ) -> None:
         attempts = planned.item.attempts + 1
         if self._policy.exhausted(attempts):
-            planner.settle(planned.key, OperationStatus.FAILED)
-            result.outcomes[planned.job_id].append(
-                _outcome(
-                    planned,
-                    OperationStatus.FAILED,
-                    attempts=attempts,
-                    response=answer,
-                    error_message=f"{reason} after {attempts} attempts",
-                )
-            )
+            self._give_up(planner, result, planned, answer, f"{reason} after {attempts} attempts")
             return
         delay = self._policy.delay(attempts, answer.retry_after if answer else None)
         self._put_back(
@@ -233,16 +224,9 @@ class Processor:
         waited = planned.item.replication_waited
         delay = self._replication.next_delay(waited)
         if delay is None:
-            planner.settle(planned.key, OperationStatus.FAILED)
-            result.outcomes[planned.job_id].append(
-                _outcome(
-                    planned,
-                    OperationStatus.FAILED,
-                    attempts=attempts,
-                    response=answer,
-                    error_message=f"still not found after waiting {waited:.0f} s for replication: "
-                    f"{answer.error_message or answer.status}",
-                )
+            message = f"still not found after waiting {waited:.0f} s for replication: "
+            self._give_up(
+                planner, result, planned, answer, message + (answer.error_message or str(answer.status))
             )
             return
         retry = planned.item.model_copy(update={"attempts": attempts, "replication_waited": waited + delay})
@@ -254,6 +238,23 @@ class Processor:
             retry,
             delay,
             f"object created earlier in this job not replicated yet; retrying in {delay:.0f} s",
+        )
+
+    @staticmethod
+    def _give_up(
+        planner: WavePlanner,
+        result: _WaveResult,
+        planned: PlannedItem,
+        answer: ItemResponse | None,
+        message: str,
+    ) -> None:
+        """A retry budget ran out: Failed, with Graph's last answer and why."""
+        planner.settle(planned.key, OperationStatus.FAILED)
+        attempts = planned.item.attempts + 1
+        result.outcomes[planned.job_id].append(
+            _outcome(
+                planned, OperationStatus.FAILED, attempts=attempts, response=answer, error_message=message
+            )
         )
 
     def _put_back(
