@@ -1,0 +1,145 @@
+// Flex Consumption function app (Python 3.11) running as the user-assigned identity.
+// Every app setting the code reads is set here; no keys or connection strings with secrets.
+param name string
+param planName string
+param location string
+param tags object
+param identityId string
+param identityClientId string
+param storageAccountName string
+param blobEndpoint string
+param deploymentContainerName string
+param appInsightsConnectionString string
+param maximumInstanceCount int
+param instanceMemoryMB int
+param provisioningQueue string
+param resultsTable string
+param graphBaseUrl string
+param maxAttempts int
+param enableEntraAuth bool
+param authClientId string
+param authAllowedAudiences array
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: zone redundancy is not offered on the Flex Consumption FC1 plan
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_17: callers are Power Automate flows and other systems, which cannot present client certificates
+  // checkov:skip=CKV_AZURE_222: Power Automate reaches the API over the internet; Entra ID sign-in can be switched on (enableEntraAuth)
+  // checkov:skip=CKV_AZURE_18: HTTP/2 is not offered on Flex Consumption
+  // checkov:skip=CKV_AZURE_67: HTTP/2 is not offered on Flex Consumption
+  // checkov:skip=CKV_AZURE_212: Flex Consumption scales by instance count (maximumInstanceCount); there is no minimum-instance failover setting
+  // checkov:skip=CKV_AZURE_213: a scale-to-zero consumption app has no always-on instance to health-check
+  name: name
+  location: location
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${identityId}': {} }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: false
+      appSettings: [
+        // Host storage by identity (no connection string, no key).
+        { name: 'AzureWebJobsStorage__accountName', value: storageAccountName }
+        { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
+        { name: 'AzureWebJobsStorage__clientId', value: identityClientId }
+        // The app's own clients and its Graph token use the same identity.
+        { name: 'AZURE_CLIENT_ID', value: identityClientId }
+        { name: 'PROVISIONING_QUEUE', value: provisioningQueue }
+        { name: 'RESULTS_TABLE', value: resultsTable }
+        { name: 'GRAPH_BASE_URL', value: graphBaseUrl }
+        { name: 'GRAPH_CREDENTIAL', value: 'azure' }
+        { name: 'GRAPH_TIMEOUT_SECONDS', value: '60' }
+        { name: 'GRAPH_MAX_CONCURRENT_BATCHES', value: '4' }
+        { name: 'MAX_ATTEMPTS', value: string(maxAttempts) }
+        { name: 'BACKOFF_BASE_SECONDS', value: '2' }
+        { name: 'BACKOFF_MAX_SECONDS', value: '300' }
+        { name: 'MAX_DEQUEUE_COUNT', value: '5' }
+        { name: 'STATUS_RETRY_AFTER_SECONDS', value: '5' }
+        { name: 'BATCH_LINGER_SECONDS', value: '0.1' }
+        { name: 'QUEUE_EXTRA_MESSAGES', value: '64' }
+        { name: 'QUEUE_EXTRA_LEASE_SECONDS', value: '300' }
+        { name: 'REPLICATION_RETRY_SECONDS', value: '10' }
+        { name: 'REPLICATION_MAX_WAIT_SECONDS', value: '900' }
+        // Telemetry by identity: the component has local auth disabled.
+        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
+        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD;ClientId=${identityClientId}' }
+      ]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${blobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// Optional Entra ID sign-in in front of the API (App Service authentication).
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableEntraAuth) {
+  // checkov:skip=CKV_AZURE_13: this resource IS the App Service authentication setting
+  // checkov:skip=CKV_AZURE_63: checkov reads this authsettingsV2 child as a whole site; logging is the site's, not this resource's
+  // checkov:skip=CKV_AZURE_65: as above: error pages are the site's setting
+  // checkov:skip=CKV_AZURE_66: as above: request tracing is the site's setting
+  // checkov:skip=CKV_AZURE_80: as above, and the app runs Python, not .NET
+  // checkov:skip=CKV_AZURE_88: as above: Flex Consumption deploys from a blob container, not Azure Files
+  // checkov:skip=CKV_AZURE_222: as above: network access is the site's setting (see its skip)
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: { enabled: true }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: authAllowedAudiences
+        }
+      }
+    }
+  }
+}
+
+output name string = site.name
+output defaultHostName string = site.properties.defaultHostName
