@@ -93,6 +93,16 @@ class Settings(BaseSettings):
         return f"{self.provisioning_queue}-poison"
 
 
+def setting_names() -> frozenset[str]:
+    """Every app-setting name the settings object reads (for docs, samples and Bicep checks)."""
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice) for choice in alias.choices)
+    return frozenset(names)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""

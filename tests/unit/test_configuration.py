@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from batching.settings import Settings
+from batching.settings import Settings, setting_names
 from devhost.config import QueueOptions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,17 +17,9 @@ AZURE_ONLY = {
 }
 
 
-def _setting_names() -> set[str]:
-    names: set[str] = set()
-    for field in Settings.model_fields.values():
-        alias = field.validation_alias
-        names.update(str(choice) for choice in getattr(alias, "choices", []))
-    return names
-
-
 def test_sample_settings_name_exactly_the_settings_the_app_reads() -> None:
     sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
-    assert set(sample) - {"FUNCTIONS_WORKER_RUNTIME"} == _setting_names() - AZURE_ONLY
+    assert set(sample) - {"FUNCTIONS_WORKER_RUNTIME"} == setting_names() - AZURE_ONLY
 
 
 def test_sample_settings_are_valid_and_point_at_the_embedded_stack() -> None:
@@ -40,7 +32,7 @@ def test_sample_settings_are_valid_and_point_at_the_embedded_stack() -> None:
 
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [name for name in _setting_names() if f"`{name}`" not in readme]
+    missing = [name for name in setting_names() if f"`{name}`" not in readme]
     assert missing == []
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from batching.allowlist import required_permissions
-from batching.settings import Settings
+from batching.settings import Settings, setting_names
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -32,13 +32,6 @@ HOST_SETTINGS = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
-
-
-def _app_setting_names() -> set[str]:
-    names: set[str] = set()
-    for field in Settings.model_fields.values():
-        names.update(str(c) for c in getattr(field.validation_alias, "choices", []))
-    return names
 
 
 def _bicep_app_settings() -> dict[str, str]:
@@ -83,8 +76,8 @@ def test_every_skipped_check_says_why() -> None:
 
 def test_function_app_sets_every_setting_the_code_needs_in_azure() -> None:
     bicep = set(_bicep_app_settings())
-    assert _app_setting_names() - NOT_IN_AZURE <= bicep
-    assert bicep - _app_setting_names() <= HOST_SETTINGS
+    assert setting_names() - NOT_IN_AZURE <= bicep
+    assert bicep - setting_names() <= HOST_SETTINGS
     assert not bicep & {"AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME", "WEBSITE_RUN_FROM_PACKAGE"}
     settings = _bicep_app_settings()
     assert settings["GRAPH_CREDENTIAL"] == "'azure'"
