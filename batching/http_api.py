@@ -13,6 +13,7 @@ import azure.functions as func
 
 from batching.errors import PROBLEM_CONTENT_TYPE, Problem, problem_document
 from batching.models import JOB_ID_PATTERN
+from batching.records import JobSummary
 from batching.service import Accepted, Conflict, Invalid, JobView, ProvisioningService
 
 MAX_BODY_BYTES: Final = 4 * 1024 * 1024
@@ -68,7 +69,7 @@ def status_url(req: func.HttpRequest, service: ProvisioningService, job_id: str)
 
 
 def _progress(
-    job_id: str, summary: Any, req: func.HttpRequest, service: ProvisioningService
+    job_id: str, summary: JobSummary, req: func.HttpRequest, service: ProvisioningService
 ) -> dict[str, Any]:
     return {
         "jobId": job_id,

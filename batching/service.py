@@ -14,10 +14,10 @@ import httpx
 
 from batching.coalescer import BatchCoalescer
 from batching.errors import Problem
-from batching.graph.auth import GraphTokenAuth, build_credential, check_graph_endpoint
+from batching.graph.auth import GraphTokenAuth, TokenCredential, build_credential, check_graph_endpoint
 from batching.graph.client import GraphBatchClient, build_http_client
 from batching.intake import Rejection, decode_queue_text, parse_job, read_work_message
-from batching.models import Job, WorkMessage
+from batching.models import Job
 from batching.processor import Processor, ReplicationPolicy, WorkUnit
 from batching.records import JobSummary, OperationOutcome, OperationRecord, OperationStatus
 from batching.retry import RetryPolicy
@@ -66,7 +66,7 @@ class ProvisioningService:
         self.store = store
         self.queue = queue
         self._processor = processor
-        self._closers: list[object] = []
+        self._close_graph: tuple[httpx.AsyncClient, TokenCredential] | None = None
 
     @classmethod
     def create(
@@ -103,7 +103,7 @@ class ProvisioningService:
         )
         processor = Processor(coalescer, store, queue, policy, replication)
         service = cls(settings, store, queue, processor, coalescer)
-        service._closers = [http, credential]
+        service._close_graph = (http, credential)
         return service
 
     async def ensure_resources(self) -> None:
@@ -113,8 +113,10 @@ class ProvisioningService:
     async def aclose(self) -> None:
         await self.store.close()
         await self.queue.close()
-        for closer in self._closers:
-            await closer.aclose() if isinstance(closer, httpx.AsyncClient) else await closer.close()  # type: ignore[attr-defined]
+        if self._close_graph is not None:
+            http, credential = self._close_graph
+            await http.aclose()
+            await credential.close()
 
     # --- HTTP door -------------------------------------------------------------------------
 
@@ -317,6 +319,5 @@ __all__ = [
     "Invalid",
     "JobView",
     "ProvisioningService",
-    "WorkMessage",
     "shared_service",
 ]
