@@ -23,6 +23,8 @@ def test_queued_45_operation_job_completes_in_3_batches(
     put_message(app_env, job(patch_users(45), "queued-45"), as_base64=as_base64)
 
     wait_until(lambda: _finished(app_env, "queued-45", 45), timeout=30)
+    # the summary row is recounted right after the operation rows are written
+    wait_until(lambda: summary(app_env, "queued-45")["Status"] != "Running", timeout=10)
 
     assert {r["Status"] for r in rows(app_env, "queued-45").values()} == {"Succeeded"}
     assert summary(app_env, "queued-45")["Status"] == "Succeeded"
