@@ -18,7 +18,7 @@ from pydantic import JsonValue
 from batching.classify import Verdict, classify
 from batching.coalescer import BatchCoalescer
 from batching.graph.client import BatchRequestItem, ItemResponse
-from batching.models import Operation, WorkItem
+from batching.models import MAX_OPERATIONS_PER_SUBMISSION, Operation, WorkItem
 from batching.planner import Key, PlannedItem, WavePlanner
 from batching.records import OperationOutcome, OperationStatus
 from batching.references import UnresolvedReference, has_references, resolve
@@ -88,7 +88,9 @@ class Processor:
         correlation = {unit.job_id: unit.correlation_id for unit in units}
         known: dict[Key, OperationStatus] = {}
         planned: list[PlannedItem] = []
-        all_statuses = await asyncio.gather(*(self._store.statuses(unit.job_id) for unit in units))
+        all_statuses = await asyncio.gather(
+            *(self._store.statuses(unit.job_id, _ids_in_play(unit)) for unit in units)
+        )
         for unit, statuses in zip(units, all_statuses, strict=True):
             known.update({(unit.job_id, op_id): status for op_id, status in statuses.items()})
             for item in unit.items:
@@ -142,7 +144,12 @@ class Processor:
                 await self._look_up_existing_users(planner, result, outputs, ready, lookups)
             await self._commit(result, correlation)
 
-        await asyncio.gather(*(self._store.refresh_summary(job_id) for job_id in correlation))
+        await asyncio.gather(
+            *(
+                self._store.refresh_summary(job_id, up_to=MAX_OPERATIONS_PER_SUBMISSION)
+                for job_id in correlation
+            )
+        )
 
     def _settle(
         self,
@@ -319,6 +326,14 @@ class Processor:
                 for job_id, outcomes in result.outcomes.items()
             )
         )
+
+
+def _ids_in_play(unit: WorkUnit) -> set[str]:
+    """The unit's operations and what they depend on: all whose status this run needs."""
+    ids = {item.operation.id for item in unit.items}
+    for item in unit.items:
+        ids.update(item.operation.depends_on)
+    return ids
 
 
 def _wire_key(key: Key) -> str:

@@ -158,6 +158,7 @@ class JobSummary:
     correlation_id: str | None
     source: str
     enqueued: bool = False
+    queued_parts: int = 0
     reason: str | None = None
     counts: dict[OperationStatus, int] = field(default_factory=dict)
     created_at: datetime | None = None
@@ -193,6 +194,7 @@ class JobSummary:
             "CorrelationId": self.correlation_id,
             "Source": self.source,
             "Enqueued": self.enqueued,
+            "QueuedParts": self.queued_parts,
             "Reason": self.reason,
             "CreatedAt": self.created_at or now,
             "UpdatedAt": now,
@@ -210,6 +212,7 @@ class JobSummary:
             correlation_id=entity.get("CorrelationId") or None,
             source=entity.get("Source", ""),
             enqueued=bool(entity.get("Enqueued", False)),
+            queued_parts=int(entity.get("QueuedParts", 0)),
             reason=entity.get("Reason") or None,
             counts={s: int(entity.get(s.value, 0)) for s in OperationStatus},
             created_at=entity.get("CreatedAt"),

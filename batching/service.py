@@ -263,7 +263,7 @@ class ProvisioningService:
         log.warning("queue message %s rejected as job %s: %s", message_id, job_id, reason)
 
     async def _fail_unfinished(self, unit: WorkUnit, reason: str) -> None:
-        statuses = await self.store.statuses(unit.job_id)
+        statuses = await self.store.statuses(unit.job_id, {item.operation.id for item in unit.items})
         rows = [
             OperationOutcome(
                 op_id=item.operation.id,

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     storage_table_service_uri: str | None = Field(
         default=None, validation_alias=AliasChoices("AzureWebJobsStorage__tableServiceUri")
     )
+    storage_blob_service_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("AzureWebJobsStorage__blobServiceUri")
+    )
 
     provisioning_queue: str = Field(
         default="provisioning-requests",
@@ -85,6 +88,17 @@ class Settings(BaseSettings):
     )
     replication_max_wait_seconds: float = Field(
         default=900.0, gt=0, validation_alias=AliasChoices("REPLICATION_MAX_WAIT_SECONDS")
+    )
+
+    bulk_container: str = Field(
+        default="bulk-user-updates",
+        validation_alias=AliasChoices("BULK_CONTAINER"),
+        pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+    )
+    # Read by the timer trigger itself (`%BULK_SCHEDULE%`); kept here so it is documented and set.
+    bulk_schedule: str = Field(default="0 */15 * * * *", validation_alias=AliasChoices("BULK_SCHEDULE"))
+    bulk_wait_seconds: float = Field(
+        default=240.0, ge=0, le=1800, validation_alias=AliasChoices("BULK_WAIT_SECONDS")
     )
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from azure.data.tables.aio import TableClient
+from azure.storage.blob.aio import ContainerClient
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
@@ -27,6 +28,7 @@ def _service_uri(settings: Settings, service: str) -> str:
     explicit = {
         "queue": settings.storage_queue_service_uri,
         "table": settings.storage_table_service_uri,
+        "blob": settings.storage_blob_service_uri,
     }[service]
     if explicit:
         return explicit
@@ -55,3 +57,21 @@ def table_client(settings: Settings, table_name: str) -> TableClient:
     if settings.storage_connection_string:
         return TableClient.from_connection_string(settings.storage_connection_string, table_name)
     return TableClient(_service_uri(settings, "table"), table_name, credential=_identity_credential(settings))
+
+
+# Bulk files are read in 1 MiB ranges, so a large file never sits in memory whole.
+_BLOB_CHUNK_BYTES = 1 << 20
+
+
+def container_client(settings: Settings, container_name: str) -> ContainerClient:
+    options: dict[str, Any] = {
+        "max_single_get_size": _BLOB_CHUNK_BYTES,
+        "max_chunk_get_size": _BLOB_CHUNK_BYTES,
+    }
+    if settings.storage_connection_string:
+        return ContainerClient.from_connection_string(
+            settings.storage_connection_string, container_name, **options
+        )
+    return ContainerClient(
+        _service_uri(settings, "blob"), container_name, credential=_identity_credential(settings), **options
+    )

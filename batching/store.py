@@ -6,9 +6,10 @@ job go in entity-group transactions of up to 100.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Final
 
 from azure.core import MatchConditions
@@ -28,6 +29,8 @@ from batching.records import (
 
 MAX_TRANSACTION: Final = 100
 _SUMMARY_RETRIES: Final = 10
+# The Table service allows at most 15 comparisons in one filter: PartitionKey plus 14 RowKeys.
+_KEYS_PER_QUERY: Final = 14
 
 
 class ResultStore:
@@ -64,6 +67,13 @@ class ResultStore:
             mode=UpdateMode.MERGE,
         )
 
+    async def mark_queued_parts(self, job_id: str, parts: int) -> None:
+        """How many parts of a job being enqueued are on the queue (where a restart resumes)."""
+        await self._table.upsert_entity(
+            {"PartitionKey": job_id, "RowKey": SUMMARY_ROW_KEY, "QueuedParts": parts, "UpdatedAt": utcnow()},
+            mode=UpdateMode.MERGE,
+        )
+
     async def record(
         self, job_id: str, correlation_id: str | None, outcomes: Iterable[OperationOutcome]
     ) -> None:
@@ -96,22 +106,54 @@ class ResultStore:
             and not record.response_body_truncated
         }
 
-    async def statuses(self, job_id: str) -> dict[str, OperationStatus]:
+    async def failures(self, job_id: str) -> list[OperationRecord]:
+        """Operation rows that did not succeed (Failed, Skipped, Rejected), in submission order."""
+        records = [
+            OperationRecord.from_entity(dict(entity))
+            async for entity in self._table.query_entities(
+                "PartitionKey eq @pk and RowKey gt @empty and Status ne @ok and Status ne @pending",
+                parameters={"pk": job_id, "empty": SUMMARY_ROW_KEY, "ok": "Succeeded", "pending": "Pending"},
+            )
+        ]
+        return sorted(records, key=lambda record: (record.seq, record.op_id))
+
+    async def statuses(
+        self, job_id: str, op_ids: Collection[str] | None = None
+    ) -> dict[str, OperationStatus]:
+        """Status by operation id: the whole job, or only `op_ids` (cheap in a large job)."""
+        if op_ids is None:
+            return await self._statuses(job_id)
+        ids = sorted(set(op_ids))
+        groups = [ids[start : start + _KEYS_PER_QUERY] for start in range(0, len(ids), _KEYS_PER_QUERY)]
+        found: dict[str, OperationStatus] = {}
+        for part in await asyncio.gather(*(self._statuses(job_id, *group) for group in groups)):
+            found.update(part)
+        return found
+
+    async def _statuses(self, job_id: str, *op_ids: str) -> dict[str, OperationStatus]:
+        parameters = {"pk": job_id, "empty": SUMMARY_ROW_KEY}
+        keys = " or ".join(f"RowKey eq @k{index}" for index in range(len(op_ids)))
+        parameters.update({f"k{index}": op_id for index, op_id in enumerate(op_ids)})
+        row_filter = f"( {keys} )" if op_ids else "RowKey gt @empty"
         return {
             entity["RowKey"]: OperationStatus(entity.get("Status", "Pending"))
             async for entity in self._table.query_entities(
-                "PartitionKey eq @pk and RowKey gt @empty",
-                parameters={"pk": job_id, "empty": SUMMARY_ROW_KEY},
-                select=["RowKey", "Status"],
+                f"PartitionKey eq @pk and {row_filter}", parameters=parameters, select=["RowKey", "Status"]
             )
         }
 
-    async def refresh_summary(self, job_id: str) -> JobSummary | None:
-        """Recount the job from its rows; optimistic concurrency keeps the newest count."""
+    async def refresh_summary(self, job_id: str, *, up_to: int | None = None) -> JobSummary | None:
+        """Recount the job from its rows; optimistic concurrency keeps the newest count.
+
+        With `up_to`, a job of more operations is returned as stored: recounting a large
+        bulk job after every message would read it whole each time (its readers recount).
+        """
         for _ in range(_SUMMARY_RETRIES):
             summary = await self.get_summary(job_id)
             if summary is None:
                 return None
+            if up_to is not None and summary.total > up_to:
+                return summary
             counts = Counter((await self.statuses(job_id)).values())
             summary.counts = dict(counts)
             try:

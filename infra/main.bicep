@@ -30,6 +30,9 @@ param graphAppRoles array = [
   'Calendars.ReadWrite'
 ]
 
+@description('NCRONTAB schedule (six fields, UTC) of the bulk user update pickup.')
+param bulkSchedule string = '0 */15 * * * *'
+
 @description('Grant the Graph permissions in this deployment (needs Privileged Role Administrator). Off: grant them by hand, see README.')
 param grantGraphPermissions bool = true
 
@@ -126,6 +129,8 @@ module functionApp 'modules/functionapp.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     provisioningQueue: names.provisioningQueue
     resultsTable: names.resultsTable
+    bulkContainer: names.bulkContainer
+    bulkSchedule: bulkSchedule
     graphBaseUrl: graphBaseUrl
     maxAttempts: maxAttempts
     enableEntraAuth: enableEntraAuth

@@ -14,6 +14,8 @@ param maximumInstanceCount int
 param instanceMemoryMB int
 param provisioningQueue string
 param resultsTable string
+param bulkContainer string
+param bulkSchedule string
 param graphBaseUrl string
 param maxAttempts int
 param enableEntraAuth bool
@@ -81,6 +83,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'QUEUE_EXTRA_LEASE_SECONDS', value: '300' }
         { name: 'REPLICATION_RETRY_SECONDS', value: '10' }
         { name: 'REPLICATION_MAX_WAIT_SECONDS', value: '900' }
+        // Bulk user updates: CSV files dropped in this container, picked up on this NCRONTAB schedule.
+        { name: 'BULK_CONTAINER', value: bulkContainer }
+        { name: 'BULK_SCHEDULE', value: bulkSchedule }
+        { name: 'BULK_WAIT_SECONDS', value: '240' }
         // Telemetry by identity: the component has local auth disabled.
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD;ClientId=${identityClientId}' }

@@ -14,6 +14,7 @@ AZURE_ONLY = {
     "AzureWebJobsStorage__accountName",
     "AzureWebJobsStorage__queueServiceUri",
     "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__blobServiceUri",
 }
 
 
