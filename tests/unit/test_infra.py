@@ -23,6 +23,7 @@ NOT_IN_AZURE = {
     "AzureWebJobsStorage",
     "AzureWebJobsStorage__queueServiceUri",
     "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__blobServiceUri",
     "PUBLIC_BASE_URL",
 }
 # Read by the Functions host itself, not by the app's settings object.
