@@ -27,3 +27,9 @@ async def process_queue_message(msg: func.QueueMessage) -> None:
     await service.handle_queue_message(
         msg.get_body().decode("utf-8", errors="replace"), msg.id or "", msg.dequeue_count or 1
     )
+
+
+@app.timer_trigger(schedule="%BULK_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+async def bulk_user_updates(timer: func.TimerRequest) -> None:
+    service = await shared_service(get_settings())
+    await service.bulk.run_once()

@@ -94,6 +94,13 @@ def read_rows(stream: IO[bytes]) -> Iterator[RowOperations | RowRejection]:
     """Operations per CSV row, one row at a time (memory does not grow with the file)."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="", errors="strict")
     try:
+        yield from _read_text(text)
+    finally:
+        text.detach()  # the caller's stream stays open (and is the caller's to close)
+
+
+def _read_text(text: io.TextIOWrapper) -> Iterator[RowOperations | RowRejection]:
+    try:
         header_line = text.readline()
     except UnicodeDecodeError as error:
         raise UnreadableFile(f"not UTF-8 text: {error.reason}") from error

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from pydantic import JsonValue
 
+from batching.allowlist import find_allowed
 from batching.classify import Verdict, classify
 from batching.coalescer import BatchCoalescer
 from batching.graph.client import BatchRequestItem, ItemResponse
@@ -123,6 +124,20 @@ class Processor:
                             OperationStatus.FAILED,
                             error_code="unresolvedReference",
                             error_message=str(error),
+                        )
+                    )
+                    continue
+                path = operation.url.split("?", 1)[0]
+                if find_allowed(operation.method, path) is None:
+                    # Checked again here, whatever door the work came through: a work message
+                    # written to the queue by hand, or a reference that resolved to a new path.
+                    planner.settle(planned_item.key, OperationStatus.FAILED)
+                    result.outcomes[planned_item.job_id].append(
+                        _outcome(
+                            planned_item,
+                            OperationStatus.FAILED,
+                            error_code="operationNotAllowed",
+                            error_message=f"{operation.method} {path} is not an allowed operation",
                         )
                     )
                     continue

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from batching.bulk_pickup import BulkPickup
 from batching.coalescer import BatchCoalescer
 from batching.errors import Problem
 from batching.graph.auth import GraphTokenAuth, TokenCredential, build_credential, check_graph_endpoint
@@ -22,7 +23,7 @@ from batching.processor import Processor, ReplicationPolicy, WorkUnit
 from batching.records import JobSummary, OperationOutcome, OperationRecord, OperationStatus
 from batching.retry import RetryPolicy
 from batching.settings import Settings
-from batching.storage import queue_client, table_client
+from batching.storage import container_client, queue_client, table_client
 from batching.store import ResultStore
 from batching.workqueue import TakenMessage, WorkQueue, WorkTooLarge, pack_work
 
@@ -60,11 +61,13 @@ class ProvisioningService:
         queue: WorkQueue,
         processor: Processor,
         coalescer: BatchCoalescer,
+        bulk: BulkPickup,
     ) -> None:
         self.settings = settings
         self._coalescer = coalescer
         self.store = store
         self.queue = queue
+        self.bulk = bulk
         self._processor = processor
         self._close_graph: tuple[httpx.AsyncClient, TokenCredential] | None = None
 
@@ -102,17 +105,25 @@ class ProvisioningService:
             max_wait_seconds=settings.replication_max_wait_seconds,
         )
         processor = Processor(coalescer, store, queue, policy, replication)
-        service = cls(settings, store, queue, processor, coalescer)
+        bulk = BulkPickup(
+            container_client(settings, settings.bulk_container),
+            store,
+            queue,
+            wait_seconds=settings.bulk_wait_seconds,
+        )
+        service = cls(settings, store, queue, processor, coalescer, bulk)
         service._close_graph = (http, credential)
         return service
 
     async def ensure_resources(self) -> None:
         await self.store.ensure_table()
         await self.queue.ensure_queues()
+        await self.bulk.ensure_container()
 
     async def aclose(self) -> None:
         await self.store.close()
         await self.queue.close()
+        await self.bulk.close()
         if self._close_graph is not None:
             http, credential = self._close_graph
             await http.aclose()

@@ -41,6 +41,16 @@ def _timespan(text: str) -> float:
     return timedelta(hours=int(hours), minutes=int(minutes), seconds=float(seconds)).total_seconds()
 
 
+_QUEUE_KEYS = (
+    "batchSize",
+    "newBatchThreshold",
+    "maxDequeueCount",
+    "visibilityTimeout",
+    "maxPollingInterval",
+    "messageEncoding",
+)
+
+
 @dataclass(frozen=True)
 class QueueOptions:
     """host.json `extensions.queues`, with the Functions host's defaults."""
@@ -57,6 +67,14 @@ class QueueOptions:
         queues: dict[str, Any] = {}
         if path.exists():
             queues = json.loads(path.read_text(encoding="utf-8")).get("extensions", {}).get("queues", {})
+        # App settings override host.json, as in Azure: AzureFunctionsJobHost__extensions__queues__<name>
+        prefix = "azurefunctionsjobhost__extensions__queues__"
+        for key, value in os.environ.items():
+            if key.lower().startswith(prefix):
+                wanted = key[len(prefix) :].lower()
+                name = next((known for known in _QUEUE_KEYS if known.lower() == wanted), None)
+                if name is not None:
+                    queues[name] = value
         defaults = cls()
         return cls(
             batch_size=int(queues.get("batchSize", defaults.batch_size)),

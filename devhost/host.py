@@ -105,9 +105,38 @@ def http_app(entries: list[FunctionEntry]) -> Starlette:
             )
         return Response(status_code=405 if allowed else 404)
 
+    others = {e.name: e for e in entries if e.trigger["type"] != "httpTrigger"}
+    running: set[asyncio.Task[None]] = set()
+
+    async def run_now(request: Request) -> Response:
+        """`POST /admin/functions/{name}`: run a non-HTTP function once now, as the host does."""
+        entry = others.get(request.path_params["name"])
+        if entry is None:
+            return Response(status_code=404)
+        task = asyncio.create_task(_run_logged(entry, _manual_argument(entry)))
+        running.add(task)
+        task.add_done_callback(running.discard)
+        return Response(status_code=202)
+
     return Starlette(
-        routes=[Route("/api/{path:path}", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])]
+        routes=[
+            Route("/api/{path:path}", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route("/admin/functions/{name}", run_now, methods=["POST"]),
+        ]
     )
+
+
+def _manual_argument(entry: FunctionEntry) -> Any:
+    if entry.trigger["type"] == "timerTrigger":
+        return TimerRequest(past_due=False)
+    raise NotImplementedError(f"running a {entry.trigger['type']} function by hand")
+
+
+async def _run_logged(entry: FunctionEntry, argument: Any) -> None:
+    try:
+        await invoke(entry, argument)
+    except Exception:
+        log.exception("function %s failed", entry.name)
 
 
 class QueuePoller:
@@ -226,10 +255,7 @@ async def run_timer(entry: FunctionEntry) -> None:
     while True:
         due: datetime = schedule.get_next(datetime)
         await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
-        try:
-            await invoke(entry, TimerRequest(past_due=False))
-        except Exception:
-            log.exception("timer function %s failed", entry.name)
+        await _run_logged(entry, TimerRequest(past_due=False))
 
 
 def background_tasks(entries: list[FunctionEntry], options: QueueOptions) -> list[Callable[[], Any]]:

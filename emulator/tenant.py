@@ -164,6 +164,14 @@ def set_manager(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
     return Answer(204)
 
 
+def remove_manager(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    user = t.find_user(p["user"])
+    if not user or user["id"] not in t.managers:
+        return _not_found("manager", p["user"])
+    del t.managers[user["id"]]
+    return Answer(204)
+
+
 def get_manager(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
     user = t.find_user(p["user"])
     if not user or user["id"] not in t.managers:
@@ -334,6 +342,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     _route("PATCH", "/users/{user}", patch_user),
     _route("DELETE", "/users/{user}", delete_user),
     _route("PUT", "/users/{user}/manager/$ref", set_manager),
+    _route("DELETE", "/users/{user}/manager/$ref", remove_manager),
     _route("GET", "/users/{user}/manager", get_manager),
     _route("POST", "/users/{user}/assignLicense", assign_license),
     _route("POST", "/users/{user}/events", create_event),

@@ -37,6 +37,10 @@ def app_env(azurite: Azurite, graph: ServedEmulator) -> dict[str, str]:
         "AzureWebJobsStorage": azurite.connection_string,
         "PROVISIONING_QUEUE": f"prov-{suffix}",
         "RESULTS_TABLE": f"Results{suffix}",
+        "BULK_CONTAINER": f"bulk-{suffix}",
+        # Once a year: a test runs the pickup itself, never on a quarter hour by chance.
+        "BULK_SCHEDULE": "0 0 0 1 1 *",
+        "BULK_WAIT_SECONDS": "60",
         "GRAPH_BASE_URL": graph.base_url,
         "GRAPH_CREDENTIAL": "emulator",
         "BACKOFF_BASE_SECONDS": "0.5",

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
+from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
 
 
@@ -102,3 +103,25 @@ def queue_length(env: dict[str, str]) -> int:
     keeps its message)."""
     with QueueClient.from_connection_string(env["AzureWebJobsStorage"], env["PROVISIONING_QUEUE"]) as queue:
         return queue.get_queue_properties().approximate_message_count or 0
+
+
+def bulk_container(env: dict[str, str]) -> ContainerClient:
+    container = ContainerClient.from_connection_string(env["AzureWebJobsStorage"], env["BULK_CONTAINER"])
+    with contextlib.suppress(Exception):
+        container.create_container()
+    return container
+
+
+def blob_names(env: dict[str, str]) -> set[str]:
+    with bulk_container(env) as container:
+        return set(container.list_blob_names())
+
+
+def blob_json(env: dict[str, str], name: str) -> Any:
+    with bulk_container(env) as container:
+        return json.loads(container.download_blob(name).readall())
+
+
+def run_bulk_pickup(base_url: str) -> None:
+    """Run the timer function once now, the way the Functions admin API does."""
+    httpx.post(f"{base_url}/admin/functions/bulk_user_updates", json={"input": ""}).raise_for_status()

@@ -1,0 +1,390 @@
+"""Bulk user updates: CSV files in the bulk container become jobs on the provisioning queue.
+
+One pickup run: list new files -> lease one -> download it to a temporary file, hashing as it
+streams -> count its rows -> record and enqueue them in parts -> wait a while for the job ->
+move the file to `processed/` with a summary next to it (or to `failed/` with the reason).
+
+Every step may be repeated. The job id is the content hash, so the same content is applied once
+whatever the file is called; a restart resumes at the first part not yet on the queue; the
+lease keeps two runs (the timer and `python -m batching bulk run`) off the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import IO, Any, Final
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.storage.blob.aio import BlobClient, BlobLeaseClient, ContainerClient
+
+from batching.bulk import RowOperations, RowRejection, UnreadableFile, bulk_job_id, content_hash, read_rows
+from batching.models import Operation, WorkItem
+from batching.records import JobSummary, OperationOutcome, OperationStatus, utcnow
+from batching.store import ResultStore
+from batching.workqueue import WorkQueue, pack_work
+
+log = logging.getLogger(__name__)
+
+PROCESSED: Final = "processed/"
+FAILED: Final = "failed/"
+SUMMARY_SUFFIX: Final = ".summary.json"
+# A multiple of 20: each part fills whole $batch calls, wherever its messages are run.
+PART_OPERATIONS: Final = 60
+LEASE_SECONDS: Final = 60
+_CHECK_INTERVAL_SECONDS: Final = 1.0
+
+# Opens the file for one pass over it (the file is read twice: to count, then to enqueue).
+Opener = Callable[[], AbstractContextManager[IO[bytes]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    operations: list[tuple[int, Operation]] = field(default_factory=list)
+    rejections: list[RowRejection] = field(default_factory=list)
+
+
+def _parts(rows: Iterator[RowOperations | RowRejection]) -> Iterator[_Part]:
+    """Rows cut into parts of exactly PART_OPERATIONS operations (the last may be smaller)."""
+    part = _Part()
+    for row in rows:
+        if isinstance(row, RowRejection):
+            part.rejections.append(row)
+            continue
+        for operation in row.operations:
+            part.operations.append((row.line, operation))
+            if len(part.operations) == PART_OPERATIONS:
+                yield part
+                part = _Part()
+    if part.operations or part.rejections:
+        yield part
+
+
+def count_rows(open_file: Opener) -> int:
+    """Results the file will have: one per operation and one per rejected row."""
+    with open_file() as stream:
+        total = sum(1 if isinstance(row, RowRejection) else len(row.operations) for row in read_rows(stream))
+    if total == 0:
+        raise UnreadableFile("the file has a header but no data rows")
+    return total
+
+
+class BulkImporter:
+    """A CSV file as one job: rows recorded and enqueued part by part, resumable."""
+
+    def __init__(self, store: ResultStore, queue: WorkQueue) -> None:
+        self._store = store
+        self._queue = queue
+
+    async def enqueue(self, open_file: Opener, *, name: str, sha256: str) -> JobSummary:
+        """The file's job, recorded and on the queue (already there when this content was seen).
+
+        Raises UnreadableFile before anything is recorded when the file cannot be applied.
+        """
+        job_id = bulk_job_id(sha256)
+        existing = await self._store.get_summary(job_id)
+        if existing is not None and existing.enqueued and existing.total > 0:
+            return existing
+        total = await asyncio.to_thread(count_rows, open_file)
+        summary = existing or JobSummary(job_id, total, sha256, name[:256], source="bulk")
+        resuming = existing is not None or not await self._store.create_job(summary, [])
+        if resuming:
+            summary = await self._store.get_summary(job_id) or summary
+        await self._enqueue_parts(open_file, summary, resuming=resuming)
+        await self._store.mark_enqueued(job_id)
+        summary.enqueued = True
+        log.info("bulk file %s: job %s with %d results enqueued", name, job_id, total)
+        return summary
+
+    async def _enqueue_parts(self, open_file: Opener, summary: JobSummary, *, resuming: bool) -> None:
+        job_id, correlation_id = summary.job_id, summary.correlation_id
+        with open_file() as stream:
+            for index, part in enumerate(_parts(read_rows(stream))):
+                if index < summary.queued_parts:
+                    continue  # on the queue before a restart
+                pending = [
+                    OperationOutcome(
+                        op_id=op.id,
+                        status=OperationStatus.PENDING,
+                        method=op.method,
+                        url=op.url,
+                        seq=line,
+                    )
+                    for line, op in part.operations
+                ]
+                if resuming and index == summary.queued_parts:
+                    # This part may have been sent just before a restart: never put a
+                    # row that already has a result back to Pending.
+                    recorded = await self._store.statuses(job_id, [row.op_id for row in pending])
+                    pending = [row for row in pending if row.op_id not in recorded]
+                rejected = [
+                    OperationOutcome(
+                        op_id=rejection.op_id,
+                        status=OperationStatus.REJECTED,
+                        method="",
+                        url="",
+                        error_code="invalidRow",
+                        error_message=str(rejection),
+                        seq=rejection.line,
+                    )
+                    for rejection in part.rejections
+                ]
+                await self._store.record(job_id, correlation_id, [*pending, *rejected])
+                items = [WorkItem(operation=op) for _, op in part.operations]
+                for message in pack_work(job_id, correlation_id, items):
+                    await self._queue.send(message)
+                await self._store.mark_queued_parts(job_id, index + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class FileReport:
+    """What one run did with one file; also the summary blob written next to the moved file."""
+
+    file: str
+    outcome: str  # processed | failed | running | duplicate
+    job_id: str | None = None
+    sha256: str | None = None
+    status: str | None = None
+    counts: dict[str, int] | None = None
+    reason: str | None = None
+    applied_as: str | None = None  # a copy: the file whose job applied this content
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "file": self.file,
+            "outcome": self.outcome,
+            "jobId": self.job_id,
+            "sha256": self.sha256,
+            "status": self.status,
+            "counts": self.counts,
+            "reason": self.reason,
+            "appliedAs": self.applied_as,
+            "writtenAt": utcnow().isoformat(),
+        }
+        if self.job_id and self.outcome != "failed":
+            document["failures"] = f"python -m batching failures {self.job_id}"
+        return {key: value for key, value in document.items() if value is not None}
+
+
+@dataclass(slots=True)
+class _Taken:
+    blob: BlobClient
+    lease: BlobLeaseClient
+    summary: JobSummary
+
+
+class BulkPickup:
+    """Picks up new CSV files in the bulk container; one `run_once` per timer tick."""
+
+    def __init__(
+        self, container: ContainerClient, store: ResultStore, queue: WorkQueue, *, wait_seconds: float
+    ) -> None:
+        self._container = container
+        self._store = store
+        self._importer = BulkImporter(store, queue)
+        self._wait_seconds = wait_seconds
+
+    async def ensure_container(self) -> None:
+        with contextlib.suppress(ResourceExistsError):
+            await self._container.create_container()
+
+    async def close(self) -> None:
+        await self._container.close()
+
+    async def run_once(self) -> list[FileReport]:
+        """Take every new file; wait up to `wait_seconds` for their jobs; move what finished."""
+        reports: list[FileReport] = []
+        taken: list[_Taken] = []
+        async with contextlib.AsyncExitStack() as leases:
+            async for name in self._new_files():
+                blob = self._container.get_blob_client(name)
+                lease = await leases.enter_async_context(_leased(blob))
+                if lease is None:
+                    reports.append(FileReport(name, "running", reason="another pickup run holds it"))
+                    continue
+                report, summary = await self._take(blob, lease)
+                if summary is not None:
+                    taken.append(_Taken(blob, lease, summary))
+                elif report is not None:
+                    reports.append(report)
+            reports.extend(await self._finish(taken))
+        for report in reports:
+            log.info("bulk file %s: %s %s", report.file, report.outcome, report.status or report.reason or "")
+        return reports
+
+    async def _new_files(self) -> AsyncIterator[str]:
+        async for blob in self._container.list_blobs():
+            name: str = blob.name
+            if name.startswith((PROCESSED, FAILED)):
+                continue
+            if not name.lower().endswith(".csv"):
+                log.info("bulk container: %s is not a .csv file; left alone", name)
+                continue
+            yield name
+
+    async def _take(
+        self, blob: BlobClient, lease: BlobLeaseClient
+    ) -> tuple[FileReport | None, JobSummary | None]:
+        """The file's job once it is on the queue; or the report of a file that is done here."""
+        name = blob.blob_name
+        with tempfile.TemporaryFile() as local:
+            sha256 = await _download(blob, local)
+            summary = await self._store.get_summary(bulk_job_id(sha256))
+            if (
+                summary is not None
+                and summary.enqueued
+                and summary.total > 0
+                and summary.correlation_id != name[:256]
+            ):
+                # The same content under another name: applied (or being applied) once already.
+                await self._store.refresh_summary(summary.job_id)
+                report = FileReport(
+                    name,
+                    "duplicate",
+                    summary.job_id,
+                    sha256,
+                    status="NotApplied",
+                    reason="the same content was already submitted",
+                    applied_as=summary.correlation_id,
+                )
+                await self._move(blob, lease, PROCESSED, report)
+                return report, None
+            try:
+                summary = await self._importer.enqueue(_reopen(local), name=name, sha256=sha256)
+            except UnreadableFile as error:
+                report = FileReport(
+                    name, "failed", bulk_job_id(sha256), sha256, "Unreadable", reason=str(error)
+                )
+                await self._record_unreadable(report)
+                await self._move(blob, lease, FAILED, report)
+                return report, None
+        return None, summary
+
+    async def _finish(self, taken: list[_Taken]) -> list[FileReport]:
+        """Move each file whose job is done; the rest stay for a later run."""
+        reports: list[FileReport] = []
+        deadline = time.monotonic() + self._wait_seconds
+        while taken:
+            still: list[_Taken] = []
+            for item in taken:
+                summary = await self._store.refresh_summary(item.summary.job_id) or item.summary
+                if not summary.done:
+                    still.append(item)
+                    continue
+                report = FileReport(
+                    item.blob.blob_name,
+                    "processed",
+                    summary.job_id,
+                    summary.body_hash,
+                    summary.status.value,
+                    summary.counts_json(),
+                )
+                await self._move(item.blob, item.lease, PROCESSED, report)
+                reports.append(report)
+            taken = still
+            if taken and time.monotonic() >= deadline:
+                for item in taken:
+                    reports.append(
+                        FileReport(item.blob.blob_name, "running", item.summary.job_id, status="Running")
+                    )
+                break
+            if taken:
+                await asyncio.sleep(_CHECK_INTERVAL_SECONDS)
+        return reports
+
+    async def _record_unreadable(self, report: FileReport) -> None:
+        assert report.job_id is not None
+        summary = JobSummary(
+            report.job_id,
+            0,
+            report.sha256,
+            report.file[:256],
+            source="bulk",
+            enqueued=True,
+            reason=report.reason,
+        )
+        await self._store.create_job(summary, [])
+
+    async def _move(self, blob: BlobClient, lease: BlobLeaseClient, prefix: str, report: FileReport) -> None:
+        """Summary first, then copy, then delete: a crash in between is finished by the next run."""
+        target = self._container.get_blob_client(prefix + blob.blob_name)
+        await self._container.upload_blob(
+            prefix + blob.blob_name + SUMMARY_SUFFIX,
+            json.dumps(report.to_json(), indent=2).encode("utf-8"),
+            overwrite=True,
+        )
+        copy = await target.start_copy_from_url(blob.url)
+        status = copy.get("copy_status")
+        while status == "pending":
+            await asyncio.sleep(0.5)
+            status = (await target.get_blob_properties()).copy.status
+        if status != "success":
+            raise RuntimeError(f"copying {blob.blob_name} to {prefix} ended {status}")
+        await blob.delete_blob(lease=lease)
+
+
+async def _download(blob: BlobClient, local: IO[bytes]) -> str:
+    """Stream the blob into `local` in chunks; its SHA-256 comes out of the same pass."""
+    digest = hashlib.sha256()
+    downloader = await blob.download_blob()
+    async for chunk in downloader.chunks():
+        digest.update(chunk)
+        local.write(chunk)
+    local.flush()
+    return digest.hexdigest()
+
+
+def _reopen(local: IO[bytes]) -> Opener:
+    """Each pass reads the downloaded file from the start; ending a pass keeps the file open."""
+
+    @contextlib.contextmanager
+    def rewound() -> Iterator[IO[bytes]]:
+        local.seek(0)
+        yield local
+
+    return rewound
+
+
+@contextlib.asynccontextmanager
+async def _leased(blob: BlobClient) -> AsyncIterator[BlobLeaseClient | None]:
+    """A renewed lease on the blob, or None when another run holds it."""
+    try:
+        lease = await blob.acquire_lease(lease_duration=LEASE_SECONDS)
+    except HttpResponseError as error:
+        if error.status_code == 409:
+            yield None
+            return
+        raise
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            await lease.renew()
+
+    renewing = asyncio.create_task(renew())
+    try:
+        yield lease
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, HttpResponseError):
+            await renewing
+        with contextlib.suppress(HttpResponseError):
+            await lease.release()  # fails harmlessly once the blob was moved
+
+
+def open_local(path: str) -> Opener:
+    """An opener for a file on disk (the CLI's `submit FILE.csv`)."""
+    return lambda: open(path, "rb")
+
+
+def hash_local(path: str) -> str:
+    with open(path, "rb") as stream:
+        return content_hash(stream)
