@@ -189,8 +189,8 @@ class BulkPickup:
     ) -> None:
         self._container = container
         self._store = store
-        self._importer = BulkImporter(store, queue)
-        self._wait_seconds = wait_seconds
+        self.importer = BulkImporter(store, queue)
+        self.wait_seconds = wait_seconds
 
     async def ensure_container(self) -> None:
         with contextlib.suppress(ResourceExistsError):
@@ -258,7 +258,7 @@ class BulkPickup:
                 await self._move(blob, lease, PROCESSED, report)
                 return report, None
             try:
-                summary = await self._importer.enqueue(_reopen(local), name=name, sha256=sha256)
+                summary = await self.importer.enqueue(_reopen(local), name=name, sha256=sha256)
             except UnreadableFile as error:
                 report = FileReport(
                     name, "failed", bulk_job_id(sha256), sha256, "Unreadable", reason=str(error)
@@ -271,7 +271,7 @@ class BulkPickup:
     async def _finish(self, taken: list[_Taken]) -> list[FileReport]:
         """Move each file whose job is done; the rest stay for a later run."""
         reports: list[FileReport] = []
-        deadline = time.monotonic() + self._wait_seconds
+        deadline = time.monotonic() + self.wait_seconds
         while taken:
             still: list[_Taken] = []
             for item in taken:

@@ -16,6 +16,9 @@ SUMMARY_ROW_KEY: Final = ""
 # A string property holds at most 64 KiB (32K UTF-16 characters); keep well under it.
 MAX_RESPONSE_BODY_CHARS: Final = 30_000
 MAX_ERROR_MESSAGE_CHARS: Final = 4_000
+# The error code of operations whose message kept failing and went to the poison queue:
+# nothing is known about them, so a replay may run them again.
+PROCESSING_FAILED: Final = "processingFailed"
 
 
 class OperationStatus(StrEnum):

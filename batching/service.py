@@ -20,7 +20,7 @@ from batching.graph.client import GraphBatchClient, build_http_client
 from batching.intake import Rejection, decode_queue_text, parse_job, read_work_message
 from batching.models import Job
 from batching.processor import Processor, ReplicationPolicy, WorkUnit
-from batching.records import JobSummary, OperationOutcome, OperationRecord, OperationStatus
+from batching.records import PROCESSING_FAILED, JobSummary, OperationOutcome, OperationRecord, OperationStatus
 from batching.retry import RetryPolicy
 from batching.settings import Settings
 from batching.storage import container_client, queue_client, table_client
@@ -282,7 +282,7 @@ class ProvisioningService:
                 method="",
                 url="",
                 attempts=item.attempts,
-                error_code="processingFailed",
+                error_code=PROCESSING_FAILED,
                 error_message=f"{reason}; the message is in the poison queue",
             )
             for item in unit.items

@@ -6,7 +6,10 @@ so the same object serves the function app, the development host and the operato
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field
@@ -121,3 +124,16 @@ def setting_names() -> frozenset[str]:
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return Settings()
+
+
+def load_local_settings(root: Path) -> Path | None:
+    """Copy `Values` from local.settings.json (or, on a fresh clone, the sample that points at
+    the embedded stack) into the environment, never over a variable that is already set."""
+    for name in ("local.settings.json", "local.settings.sample.json"):
+        path = root / name
+        if path.exists():
+            values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
+            for key, value in values.items():
+                os.environ.setdefault(key, str(value))
+            return path
+    return None

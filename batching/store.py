@@ -19,6 +19,7 @@ from azure.data.tables.aio import TableClient
 from pydantic import JsonValue
 
 from batching.records import (
+    PROCESSING_FAILED,
     SUMMARY_ROW_KEY,
     JobSummary,
     OperationOutcome,
@@ -60,6 +61,47 @@ class ResultStore:
             return False
         await self.record(summary.job_id, summary.correlation_id, rows)
         return True
+
+    async def delete_job(self, job_id: str) -> None:
+        """Remove a job's summary and rows (a rejected job that is being submitted again)."""
+        keys = [
+            entity["RowKey"]
+            async for entity in self._table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": job_id}, select=["RowKey"]
+            )
+        ]
+        for start in range(0, len(keys), MAX_TRANSACTION):
+            await self._table.submit_transaction(
+                [
+                    ("delete", {"PartitionKey": job_id, "RowKey": key})
+                    for key in keys[start : start + MAX_TRANSACTION]
+                ]
+            )
+
+    async def reopen(self, job_id: str, op_ids: Collection[str], why: str) -> int:
+        """Put operations that failed only because processing crashed back to Pending."""
+        reopened = [
+            {
+                "PartitionKey": job_id,
+                "RowKey": record.op_id,
+                "Status": OperationStatus.PENDING.value,
+                "ErrorCode": "",
+                "ErrorMessage": why,
+                "UpdatedAt": utcnow(),
+            }
+            for record in await self.operations(job_id)
+            if record.op_id in op_ids
+            and record.status is OperationStatus.FAILED
+            and record.error_code == PROCESSING_FAILED
+        ]
+        for start in range(0, len(reopened), MAX_TRANSACTION):
+            await self._table.submit_transaction(
+                [
+                    ("upsert", entity, {"mode": UpdateMode.MERGE})
+                    for entity in reopened[start : start + MAX_TRANSACTION]
+                ]
+            )
+        return len(reopened)
 
     async def mark_enqueued(self, job_id: str) -> None:
         await self._table.upsert_entity(

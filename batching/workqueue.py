@@ -10,6 +10,7 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 from azure.core.exceptions import ResourceExistsError
@@ -80,6 +81,16 @@ def _dependency_groups(items: Sequence[WorkItem]) -> list[list[WorkItem]]:
 
 
 @dataclass(frozen=True, slots=True)
+class PoisonMessage:
+    """A message on the poison queue, as it arrived on the provisioning queue."""
+
+    id: str
+    text: str
+    dequeue_count: int
+    inserted_on: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class TakenMessage:
     """A message this invocation took beyond the one that triggered it (leased, not deleted)."""
 
@@ -135,3 +146,39 @@ class WorkQueue:
     async def send_poison(self, raw_text: str) -> None:
         """Keep a message exactly as it arrived, for inspection and replay."""
         await self._poison.send_message(raw_text, time_to_live=-1)
+
+    async def peek_poison(self, count: int = 32) -> list[PoisonMessage]:
+        """Up to 32 poison messages (the queue service's peek limit), left in place."""
+        return [
+            PoisonMessage(m.id, m.content, m.dequeue_count or 0, m.inserted_on)
+            for m in await self._poison.peek_messages(max_messages=min(32, count))
+        ]
+
+    async def take_poison(self, lease_seconds: int) -> list[tuple[PoisonMessage, TakenMessage]]:
+        """Every poison message, each hidden for `lease_seconds` until deleted or released."""
+        taken: list[tuple[PoisonMessage, TakenMessage]] = []
+        while True:
+            page = [
+                m
+                async for m in self._poison.receive_messages(
+                    messages_per_page=32, max_messages=32, visibility_timeout=lease_seconds
+                )
+            ]
+            taken.extend(
+                (
+                    PoisonMessage(m.id, m.content, m.dequeue_count or 0, m.inserted_on),
+                    TakenMessage(m.id, m.pop_receipt or "", m.content, m.dequeue_count or 1),
+                )
+                for m in page
+            )
+            if len(page) < 32:
+                return taken
+
+    async def release_poison(self, message: TakenMessage) -> None:
+        """Make a taken poison message visible again, untouched."""
+        await self._poison.update_message(message.id, message.pop_receipt, visibility_timeout=0)
+
+    async def requeue_poison(self, message: TakenMessage) -> None:
+        """Put a poison message's text back on the provisioning queue as it is, then drop it."""
+        await self._receiver.send_message(message.text, time_to_live=-1)
+        await self._poison.delete_message(message.id, message.pop_receipt)

@@ -10,18 +10,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from batching.settings import load_local_settings
 
-def load_local_settings(root: Path) -> Path | None:
-    """Copy `Values` from local.settings.json (or, on a fresh clone, the sample that points at
-    the embedded stack) into the environment, never over a variable that is already set."""
-    for name in ("local.settings.json", "local.settings.sample.json"):
-        path = root / name
-        if path.exists():
-            values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
-            for key, value in values.items():
-                os.environ.setdefault(key, str(value))
-            return path
-    return None
+__all__ = ["QueueOptions", "load_local_settings", "resolve"]
 
 
 def resolve(expression: str) -> str:
