@@ -236,7 +236,7 @@ class BulkPickup:
         """The file's job once it is on the queue; or the report of a file that is done here."""
         name = blob.blob_name
         with tempfile.TemporaryFile() as local:
-            sha256 = await _download(blob, local)
+            sha256 = await download_to(blob, local)
             summary = await self._store.get_summary(bulk_job_id(sha256))
             if (
                 summary is not None
@@ -258,7 +258,7 @@ class BulkPickup:
                 await self._move(blob, lease, PROCESSED, report)
                 return report, None
             try:
-                summary = await self.importer.enqueue(_reopen(local), name=name, sha256=sha256)
+                summary = await self.importer.enqueue(rewinding(local), name=name, sha256=sha256)
             except UnreadableFile as error:
                 report = FileReport(
                     name, "failed", bulk_job_id(sha256), sha256, "Unreadable", reason=str(error)
@@ -331,7 +331,7 @@ class BulkPickup:
         await blob.delete_blob(lease=lease)
 
 
-async def _download(blob: BlobClient, local: IO[bytes]) -> str:
+async def download_to(blob: BlobClient, local: IO[bytes]) -> str:
     """Stream the blob into `local` in chunks; its SHA-256 comes out of the same pass."""
     digest = hashlib.sha256()
     downloader = await blob.download_blob()
@@ -342,7 +342,7 @@ async def _download(blob: BlobClient, local: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-def _reopen(local: IO[bytes]) -> Opener:
+def rewinding(local: IO[bytes]) -> Opener:
     """Each pass reads the downloaded file from the start; ending a pass keeps the file open."""
 
     @contextlib.contextmanager
