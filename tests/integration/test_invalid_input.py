@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from devhost.stack import DevHost, ServedEmulator
-from tests.integration.helpers import all_partitions, poison_messages, put_message, wait_until
+from tests.integration.helpers import all_partitions, poison_messages, put_message, rows, wait_until
 
 GOOD = {"id": "a", "method": "GET", "url": "/users/a@contoso.com"}
 JUNK = os.urandom(21 * 1024).hex()[: 21 * 1024]
@@ -87,3 +87,19 @@ def test_invalid_queue_messages_get_rejected_rows_and_the_poison_queue(
     assert any({e["RowKey"] for e in entities} == {"", "a", "b"} for entities in partitions.values())
     assert graph.emulator.batch_calls() == []
     assert "Traceback" not in devhost.log()
+
+
+def test_a_hand_written_work_message_cannot_send_an_operation_outside_the_allow_list(
+    graph: ServedEmulator, app_env: dict[str, str], devhost: DevHost
+) -> None:
+    forged = {
+        "kind": "provisioning.work",
+        "jobId": "forged",
+        "items": [{"operation": {"id": "x", "method": "DELETE", "url": "/directoryRoles/abc"}}],
+    }
+    put_message(app_env, json.dumps(forged), as_base64=False)
+
+    wait_until(lambda: rows(app_env, "forged").get("x", {}).get("Status") == "Failed", timeout=30)
+
+    assert rows(app_env, "forged")["x"]["ErrorCode"] == "operationNotAllowed"
+    assert graph.emulator.batch_calls() == []

@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from batching.intake import parse_job
+from batching.models import Job
+from batching.records import PROCESSING_FAILED, JobSummary, OperationOutcome, OperationStatus
+from batching.service import ProvisioningService
+from batching.settings import Settings
 from devhost.stack import ROOT, DevHost, ServedEmulator, start_devhost
 from tests.integration.helpers import (
     blob_names,
@@ -130,3 +135,42 @@ def test_bulk_run_applies_a_dropped_file_now(
     [report] = json.loads(ran.stdout)
     assert (report["file"], report["outcome"], report["status"]) == ("now.csv", "processed", "Succeeded")
     assert "processed/now.csv" in blob_names(app_env)
+
+
+async def test_replay_runs_again_what_failed_only_because_processing_kept_crashing(
+    graph: ServedEmulator, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    graph.emulator.tenant.seed_users(3)
+    text = job(patch_users(3), job_id="crashed")
+    service = ProvisioningService.create(Settings.model_validate(app_env))
+    try:
+        await service.ensure_resources()
+        # What the last failed delivery leaves: u1 done, u2 and u3 Failed as processingFailed,
+        # the message in the poison queue as it arrived.
+        parsed = parse_job(text)
+        assert isinstance(parsed, Job)
+        await service.store.create_job(
+            JobSummary("crashed", 3, parsed.body_hash, None, "queue", enqueued=True),
+            [
+                OperationOutcome("u1", OperationStatus.SUCCEEDED, "PATCH", "/users/user1@contoso.com", 1),
+                *(
+                    OperationOutcome(f"u{n}", OperationStatus.FAILED, "", "", 0, error_code=PROCESSING_FAILED)
+                    for n in (2, 3)
+                ),
+            ],
+        )
+        await service.queue.send_poison(text)
+    finally:
+        await service.aclose()
+
+    host = start_devhost(app_env, tmp_path / "devhost.log")
+    try:
+        replayed = cli(app_env, "poison", "replay", "--json")
+        assert replayed.returncode == 0, replayed.stderr
+        wait_until(
+            lambda: {r["Status"] for r in rows(app_env, "crashed").values()} == {"Succeeded"}, timeout=60
+        )
+    finally:
+        host.stop()
+    sent = [item["url"] for call in graph.emulator.batch_calls() for item in call["items"]]
+    assert sorted(sent) == ["/users/user2@contoso.com", "/users/user3@contoso.com"]  # u1 had a result
