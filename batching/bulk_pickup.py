@@ -41,6 +41,7 @@ SUMMARY_SUFFIX: Final = ".summary.json"
 PART_OPERATIONS: Final = 60
 LEASE_SECONDS: Final = 60
 _CHECK_INTERVAL_SECONDS: Final = 1.0
+_ROWS_COUNTED_PER_SECOND: Final = 20_000
 
 # Opens the file for one pass over it (the file is read twice: to count, then to enqueue).
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]
@@ -297,7 +298,9 @@ class BulkPickup:
                     )
                 break
             if taken:
-                await asyncio.sleep(_CHECK_INTERVAL_SECONDS)
+                # Recounting reads every row of a job: check large jobs less often.
+                largest = max(item.summary.total for item in taken)
+                await asyncio.sleep(max(_CHECK_INTERVAL_SECONDS, largest / _ROWS_COUNTED_PER_SECOND))
         return reports
 
     async def _record_unreadable(self, report: FileReport) -> None:

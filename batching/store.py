@@ -172,6 +172,17 @@ class ResultStore:
             found.update(part)
         return found
 
+    async def _count_statuses(self, job_id: str) -> dict[OperationStatus, int]:
+        """Rows per status, counted as they stream in (a large job is never held whole)."""
+        counts: Counter[OperationStatus] = Counter()
+        async for entity in self._table.query_entities(
+            "PartitionKey eq @pk and RowKey gt @empty",
+            parameters={"pk": job_id, "empty": SUMMARY_ROW_KEY},
+            select=["Status"],
+        ):
+            counts[OperationStatus(entity.get("Status", "Pending"))] += 1
+        return dict(counts)
+
     async def _statuses(self, job_id: str, *op_ids: str) -> dict[str, OperationStatus]:
         parameters = {"pk": job_id, "empty": SUMMARY_ROW_KEY}
         keys = " or ".join(f"RowKey eq @k{index}" for index in range(len(op_ids)))
@@ -196,8 +207,7 @@ class ResultStore:
                 return None
             if up_to is not None and summary.total > up_to:
                 return summary
-            counts = Counter((await self.statuses(job_id)).values())
-            summary.counts = dict(counts)
+            summary.counts = await self._count_statuses(job_id)
             try:
                 await self._table.update_entity(
                     summary.to_entity(utcnow()),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from batching.settings import Settings, setting_names
 from devhost.config import QueueOptions
 
@@ -54,3 +56,14 @@ def test_function_app_wires_the_three_doors_to_settings() -> None:
     assert triggers["submit_job"]["authLevel"] == "FUNCTION"
     assert triggers["job_status"]["route"] == "jobs/{jobId}"
     assert triggers["process_queue_message"]["queueName"] == "%PROVISIONING_QUEUE%"
+    assert triggers["bulk_user_updates"]["schedule"] == "%BULK_SCHEDULE%"
+    assert triggers["bulk_user_updates"]["runOnStartup"] is False
+
+
+def test_host_json_can_be_overridden_by_app_settings_as_in_azure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AzureFunctionsJobHost__extensions__queues__maxDequeueCount", "2")
+    monkeypatch.setenv("AzureFunctionsJobHost__extensions__queues__visibilityTimeout", "00:00:01.5")
+    options = QueueOptions.from_host_json(ROOT / "host.json")
+    assert options.max_dequeue_count == 2
+    assert options.visibility_timeout == 1.5
+    assert options.batch_size == 16  # the rest still from host.json
