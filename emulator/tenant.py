@@ -33,6 +33,7 @@ Handler = Callable[["Tenant", dict[str, str], JsonBody], Answer]
 @dataclass
 class Tenant:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    user_ids_by_upn: dict[str, str] = field(default_factory=dict)  # lower-case UPN -> id
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     members: dict[str, set[str]] = field(default_factory=dict)
     owners: dict[str, set[str]] = field(default_factory=dict)
@@ -65,10 +66,7 @@ class Tenant:
     # --- lookups ---------------------------------------------------------------------
 
     def find_user(self, key: str, *, include_unreplicated: bool = False) -> dict[str, Any] | None:
-        user = self.users.get(key)
-        if user is None:
-            lowered = key.lower()
-            user = next((u for u in self.users.values() if u["userPrincipalName"].lower() == lowered), None)
+        user = self.users.get(key) or self.users.get(self.user_ids_by_upn.get(key.lower(), ""))
         if user is None or not (include_unreplicated or self._visible(user["id"])):
             return None
         return user
@@ -85,6 +83,7 @@ class Tenant:
         user = {"id": str(uuid.uuid4()), "accountEnabled": True, **body}
         user.pop("passwordProfile", None)
         self.users[user["id"]] = user
+        self.user_ids_by_upn[user["userPrincipalName"].lower()] = user["id"]
         self.visible_at[user["id"]] = time.monotonic() + self.lag_seconds
         self.created.append(("user", user["userPrincipalName"].lower()))
         return user
@@ -143,6 +142,9 @@ def patch_user(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
         return _not_found("user", p["user"])
     if not isinstance(body, dict):
         return error(400, "Request_BadRequest", "A JSON object body is required.")
+    if "userPrincipalName" in body:
+        t.user_ids_by_upn.pop(user["userPrincipalName"].lower(), None)
+        t.user_ids_by_upn[str(body["userPrincipalName"]).lower()] = user["id"]
     user.update({k: v for k, v in body.items() if k != "id"})
     return Answer(204)
 
@@ -152,6 +154,7 @@ def delete_user(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
     if not user:
         return _not_found("user", p["user"])
     del t.users[user["id"]]
+    t.user_ids_by_upn.pop(user["userPrincipalName"].lower(), None)
     return Answer(204)
 
 
