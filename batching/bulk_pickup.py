@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.storage.blob.aio import BlobClient, BlobLeaseClient, ContainerClient
 
 from batching.bulk import RowOperations, RowRejection, UnreadableFile, bulk_job_id, content_hash, read_rows
@@ -150,7 +150,7 @@ class FileReport:
     """What one run did with one file; also the summary blob written next to the moved file."""
 
     file: str
-    outcome: str  # processed | failed | running | duplicate
+    outcome: str  # processed | failed | duplicate | running | retry
     job_id: str | None = None
     sha256: str | None = None
     status: str | None = None
@@ -211,7 +211,14 @@ class BulkPickup:
                 if lease is None:
                     reports.append(FileReport(name, "running", reason="another pickup run holds it"))
                     continue
-                report, summary = await self._take(blob, lease)
+                try:
+                    report, summary = await self._take(blob, lease)
+                except AzureError as error:
+                    # Storage trouble with this file: the others still run; the next run
+                    # resumes this one where it stopped.
+                    log.warning("bulk file %s: %s; left for the next run", name, error)
+                    reports.append(FileReport(name, "retry", reason=f"storage error: {type(error).__name__}"))
+                    continue
                 if summary is not None:
                     taken.append(_Taken(blob, lease, summary))
                 elif report is not None:

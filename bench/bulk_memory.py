@@ -23,6 +23,10 @@ from azure.storage.blob import ContainerClient
 from devhost.stack import Azurite, ServedEmulator, run_azurite, serve_emulator, start_devhost
 from tests.integration.helpers import run_bulk_pickup
 
+# The timer's schedule, shortened: a run that stopped (storage error) or whose job was still
+# running when its wait ended is picked up by the next tick, as in Azure.
+TIMER_PERIOD_SECONDS = 60
+
 
 def _csv(rows: int) -> bytes:
     lines = ["userPrincipalName,jobTitle,department,officeLocation,accountEnabled"]
@@ -49,7 +53,7 @@ def measure(azurite: Azurite, graph: ServedEmulator, rows: int, workdir: Path) -
         "RESULTS_TABLE": f"Bench{suffix}",
         "BULK_CONTAINER": f"bulk-{suffix}",
         "BULK_SCHEDULE": "0 0 0 1 1 *",
-        "BULK_WAIT_SECONDS": "1800",
+        "BULK_WAIT_SECONDS": "50",
         "GRAPH_BASE_URL": graph.base_url,
         "GRAPH_CREDENTIAL": "emulator",
     }
@@ -62,8 +66,12 @@ def measure(azurite: Azurite, graph: ServedEmulator, rows: int, workdir: Path) -
         idle_mib = _peak_rss_mib(host.process.pid)
         started = time.monotonic()
         run_bulk_pickup(host.base_url)
+        last_run = time.monotonic()
         while "processed/big.csv.summary.json" not in set(container.list_blob_names()):
             time.sleep(1)
+            if time.monotonic() - last_run > TIMER_PERIOD_SECONDS:  # the next timer tick
+                run_bulk_pickup(host.base_url)
+                last_run = time.monotonic()
         elapsed = time.monotonic() - started
         peak_mib = _peak_rss_mib(host.process.pid)
     finally:
