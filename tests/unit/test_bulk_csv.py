@@ -118,3 +118,19 @@ def test_a_100000_row_file_is_read_as_a_stream() -> None:
     # the rows are yielded one at a time; only the duplicate-user index grows with the file
     assert peak < 25 * 1024 * 1024, peak
     print(f"100,000 rows read with a traced peak of {peak / 1024 / 1024:.1f} MiB")
+
+
+def test_parts_hold_exactly_60_operations_so_every_batch_is_full() -> None:
+    from batching.bulk_pickup import PART_OPERATIONS, _parts, count_rows
+
+    lines = ["userPrincipalName,jobTitle,manager"]
+    lines += [f"u{n}@contoso.com,T,boss@contoso.com" for n in range(1, 71)]  # 2 operations a row
+    lines += ["u1@contoso.com,again,"]  # a duplicate: a rejection, not an operation
+    data = ("\n".join(lines) + "\n").encode()
+
+    parts = list(_parts(read_rows(io.BytesIO(data))))
+
+    assert PART_OPERATIONS % 20 == 0
+    assert [len(part.operations) for part in parts] == [60, 60, 20]
+    assert [len(part.rejections) for part in parts] == [0, 0, 1]
+    assert count_rows(lambda: io.BytesIO(data)) == 141
