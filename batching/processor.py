@@ -65,6 +65,15 @@ class _WaveResult:
 _SEP: Final = "\n"
 
 
+class _NotSendable(Exception):
+    """An operation that must end Failed without being sent, and why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class Processor:
     def __init__(
         self,
@@ -115,29 +124,15 @@ class Processor:
             ready: dict[str, tuple[PlannedItem, Operation]] = {}
             for planned_item in (p for batch in wave.batches for p in batch):
                 try:
-                    operation = self._resolved(planned_item, outputs)
-                except UnresolvedReference as error:
+                    operation = self._sendable(planned_item, outputs)
+                except _NotSendable as refused:
                     planner.settle(planned_item.key, OperationStatus.FAILED)
                     result.outcomes[planned_item.job_id].append(
                         _outcome(
                             planned_item,
                             OperationStatus.FAILED,
-                            error_code="unresolvedReference",
-                            error_message=str(error),
-                        )
-                    )
-                    continue
-                path = operation.url.split("?", 1)[0]
-                if find_allowed(operation.method, path) is None:
-                    # Checked again here, whatever door the work came through: a work message
-                    # written to the queue by hand, or a reference that resolved to a new path.
-                    planner.settle(planned_item.key, OperationStatus.FAILED)
-                    result.outcomes[planned_item.job_id].append(
-                        _outcome(
-                            planned_item,
-                            OperationStatus.FAILED,
-                            error_code="operationNotAllowed",
-                            error_message=f"{operation.method} {path} is not an allowed operation",
+                            error_code=refused.code,
+                            error_message=refused.message,
                         )
                     )
                     continue
@@ -302,12 +297,27 @@ class Processor:
             )
         )
 
-    def _resolved(self, planned: PlannedItem, outputs: dict[Key, JsonValue]) -> Operation:
+    def _sendable(self, planned: PlannedItem, outputs: dict[Key, JsonValue]) -> Operation:
+        """The operation as it will be sent: references resolved, and on the allow-list.
+
+        The allow-list is checked here again, whatever door the work came through: a work
+        message written to the queue by hand, or a reference that resolved to a new path.
+        """
         operation = planned.item.operation
-        if not has_references(operation):
-            return operation
-        job_outputs = {op_id: value for (job_id, op_id), value in outputs.items() if job_id == planned.job_id}
-        return resolve(operation, job_outputs)
+        if has_references(operation):
+            job_outputs = {
+                op_id: value for (job_id, op_id), value in outputs.items() if job_id == planned.job_id
+            }
+            try:
+                operation = resolve(operation, job_outputs)
+            except UnresolvedReference as error:
+                raise _NotSendable("unresolvedReference", str(error)) from error
+        path = operation.url.split("?", 1)[0]
+        if find_allowed(operation.method, path) is None:
+            raise _NotSendable(
+                "operationNotAllowed", f"{operation.method} {path} is not an allowed operation"
+            )
+        return operation
 
     async def _earlier_outputs(self, planned: list[PlannedItem]) -> dict[Key, JsonValue]:
         """Responses of operations that finished in earlier runs and are referenced now."""
