@@ -1,18 +1,51 @@
-"""The emulator's HTTP surface: Graph's `$batch` endpoint plus a small control API.
+"""The emulator's HTTP surface: Graph's `$batch` endpoint, single requests, and a control API.
 
 POST /v1.0/$batch            Graph batch rules enforced; items run against the tenant
-GET  /_emulator/calls        every $batch call received (for tests and curious humans)
-PUT  /_emulator/config       throttling, faults, latency (see EmulatorConfig)
+*    /v1.0/{path}            one request (GET, POST, PATCH, PUT, DELETE) run like one batch item
+GET  /_emulator/calls        every call received, oldest first; `?kind=batch` or `?kind=direct`
+PUT  /_emulator/config       throttling, identity limits, faults, latency (below); 400 if invalid
 POST /_emulator/seed         {"users": N} -> user1..userN@contoso.com
-POST /_emulator/reset        empty tenant, no faults, no call log
+POST /_emulator/reset        empty tenant, no faults, no limits, no call log
+GET  /_emulator/tenant       counts of users, groups, teams; what was created
+
+`PUT /_emulator/config` keys (each optional; those not sent keep their value):
+
+- `throttle`: `{"capacity": N, "refillPerSecond": R}` or null. One bucket for every item,
+  whatever its method or caller; an empty bucket answers 429 with `retryAfter` below.
+- `retryAfter`: the `Retry-After` of `throttle` 429s: `2`, `1.5`, `2,120`, `http-date:3` (an
+  HTTP-date 3 s ahead) or null (no header).
+- `limits`: Graph's identity limits per application and tenant (one per bearer token), or null
+  (off, also after a reset). All keys optional; defaults are the documented small-tenant figures:
+  `{"writesPerSecond": 20, "writeBurst": 3000, "unitsPerSecond": 350, "unitBurst": 3500,
+  "windowSeconds": 10, "retryAfter": null}`. Each write item takes a token from the write bucket;
+  every item takes its resource units (`emulator.limits.resource_units`) from the unit bucket.
+  Items answer `x-ms-resource-unit`, and `x-ms-throttle-limit-percentage` above 0.8 of a limit
+  over the last `windowSeconds`; a 429 adds `Retry-After` (computed from the buckets when
+  `retryAfter` is null, else that value in the forms above), `x-ms-throttle-scope` and
+  `x-ms-throttle-information`. Throttled items are not run. Setting `limits` again starts full
+  buckets. Details and sources: `emulator/limits.py`.
+- `latencyMs`: added to every `$batch` and single request after the tenant acted.
+- `batchFaults`: `[{"status": 503, "retryAfter": "1"}, ...]`, one per `$batch` call in turn
+  (single requests never take them).
+- `itemFaults`: `[{"urlContains": "...", "method": "PATCH", "status": 429, "times": 2,
+  "retryAfter": "0.2"}]`, for batch items and single requests alike.
+- `replicationLagSeconds`: how long new users and groups stay invisible.
+
+The call log (`/_emulator/calls`, `GraphEmulator.batch_calls()`, `.direct_calls()`,
+`.all_calls()`): `{"at", "kind": "batch" | "direct", "requestId", "status", "retryAfter",
+"items": [...]}` (batches add `sequential`); a direct call has exactly one item. Items:
+`{"id", "method", "url", "body", "status", "retryAfter"}` plus, when sent, `resourceUnits`,
+`limitPercentage` and `throttleScope` (header values as sent). A direct item's `id` is null.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -22,10 +55,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from emulator.limits import (
+    LIMIT_PERCENTAGE_HEADER,
+    RESOURCE_UNIT_HEADER,
+    SCOPE_HEADER,
+    IdentityLimits,
+    LimitSettings,
+)
 from emulator.tenant import Answer, Tenant, error
 
 MAX_BATCH = 20
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
+METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
 
 
 @dataclass
@@ -54,9 +95,11 @@ class TokenBucket:
 class EmulatorConfig:
     """Behaviour knobs, all off by default. `retry_after` may be `2`, `2.5`, `2,120`,
     `http-date:3` (an HTTP-date 3 s ahead) or null (429 without the header).
-    `replicationLagSeconds` (on the tenant): how long new users and groups stay invisible."""
+    `replicationLagSeconds` (on the tenant): how long new users and groups stay invisible.
+    `limits`: Graph's identity limits (see emulator.limits), independent of `throttle`."""
 
     throttle: TokenBucket | None = None
+    limits: IdentityLimits | None = None
     retry_after: str | None = "2"
     latency_ms: int = 0
     batch_faults: list[dict[str, Any]] = field(default_factory=list)
@@ -66,10 +109,11 @@ class EmulatorConfig:
 class GraphEmulator:
     """State shared by the routes; usable in-process (`.app`) or served on loopback."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.tenant = Tenant()
         self.config = EmulatorConfig()
         self.calls: list[dict[str, Any]] = []
+        self.clock = clock  # the identity limits' time (tests inject one)
         self._lock = threading.RLock()
         self.app = Starlette(
             routes=[
@@ -80,6 +124,9 @@ class GraphEmulator:
                 Route("/_emulator/seed", self.seed, methods=["POST"]),
                 Route("/_emulator/reset", self.reset_route, methods=["POST"]),
                 Route("/_emulator/tenant", self.get_tenant, methods=["GET"]),
+                # After the $batch routes, which win for `POST /v1.0/$batch`.
+                Route("/v1.0/{path:path}", self.direct, methods=METHODS),
+                Route("/beta/{path:path}", self.direct, methods=METHODS),
             ]
         )
 
@@ -92,7 +139,13 @@ class GraphEmulator:
             self.calls = []
 
     def configure(self, settings: dict[str, Any]) -> None:
+        """Apply control options (see the module docstring); ValueError when `limits` is invalid."""
+        limits: LimitSettings | None = None
+        if settings.get("limits") is not None:
+            limits = LimitSettings.from_json(settings["limits"])
         with self._lock:
+            if "limits" in settings:
+                self.config.limits = IdentityLimits(limits, self.clock) if limits is not None else None
             if "throttle" in settings:
                 spec = settings["throttle"]
                 self.config.throttle = (
@@ -111,15 +164,31 @@ class GraphEmulator:
             if "itemFaults" in settings:
                 self.config.item_faults = [dict(f) for f in settings["itemFaults"]]
 
-    def batch_calls(self) -> list[dict[str, Any]]:
+    def all_calls(self) -> list[dict[str, Any]]:
+        """Every call received, `$batch` and direct, oldest first."""
         with self._lock:
             return list(self.calls)
 
-    async def get_calls(self, _: Request) -> Response:
-        return JSONResponse({"calls": self.batch_calls()})
+    def batch_calls(self) -> list[dict[str, Any]]:
+        """The `$batch` calls received (direct requests left out)."""
+        return [call for call in self.all_calls() if call["kind"] == "batch"]
+
+    def direct_calls(self) -> list[dict[str, Any]]:
+        """The single (non-batch) requests received."""
+        return [call for call in self.all_calls() if call["kind"] == "direct"]
+
+    async def get_calls(self, request: Request) -> Response:
+        kind = request.query_params.get("kind")
+        calls = self.all_calls()
+        if kind:
+            calls = [call for call in calls if call["kind"] == kind]
+        return JSONResponse({"calls": calls})
 
     async def put_config(self, request: Request) -> Response:
-        self.configure(await request.json())
+        try:
+            self.configure(await request.json())
+        except (ValueError, TypeError, KeyError, AttributeError) as problem:
+            return JSONResponse(_bad(f"Invalid emulator config: {problem}"), status_code=400)
         return Response(status_code=204)
 
     async def seed(self, request: Request) -> Response:
@@ -148,12 +217,13 @@ class GraphEmulator:
 
     async def batch(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
-        record: dict[str, Any] = {"at": time.time(), "requestId": request_id, "items": []}
+        record: dict[str, Any] = {"at": time.time(), "kind": "batch", "requestId": request_id, "items": []}
         headers = {
             "request-id": request_id,
             "client-request-id": request.headers.get("client-request-id", ""),
         }
-        if not request.headers.get("authorization", "").startswith("Bearer "):
+        token = _bearer(request)
+        if token is None:
             return self._finish(
                 record,
                 401,
@@ -190,19 +260,10 @@ class GraphEmulator:
                 if any(dep in failed for dep in deps):
                     answer = error(424, "FailedDependency", "Dependent request failed.")
                 else:
-                    answer = self._run_item(item)
+                    answer = self._check_write(item) or self._run_item(item, token)
                 if not 200 <= answer.status < 300:
                     failed.add(item["id"])
-                record["items"].append(
-                    {
-                        "id": item["id"],
-                        "method": item["method"],
-                        "url": item["url"],
-                        "body": item.get("body"),
-                        "status": answer.status,
-                        "retryAfter": answer.headers.get("Retry-After"),
-                    }
-                )
+                record["items"].append(_item_record(item, answer))
                 entry: dict[str, Any] = {"id": item["id"], "status": answer.status, "headers": answer.headers}
                 entry["body"] = answer.body
                 responses.append(entry)
@@ -211,17 +272,64 @@ class GraphEmulator:
             await asyncio.sleep(self.config.latency_ms / 1000)
         return self._finish(record, 200, {"responses": responses}, headers)
 
-    def _run_item(self, item: dict[str, Any]) -> Answer:
+    # --- single requests ------------------------------------------------------------------
+
+    async def direct(self, request: Request) -> Response:
+        """One request outside a batch, run like one batch item (faults, throttling, limits)."""
+        request_id = str(uuid.uuid4())
+        record: dict[str, Any] = {"at": time.time(), "kind": "direct", "requestId": request_id, "items": []}
+        headers = {
+            "request-id": request_id,
+            "client-request-id": request.headers.get("client-request-id", ""),
+        }
+        query = request.url.query
+        item: dict[str, Any] = {
+            "id": None,
+            "method": request.method,
+            "url": "/" + request.path_params["path"] + (f"?{query}" if query else ""),
+            "body": None,
+        }
+        answer = await self._direct_answer(request, item)
+        record["items"].append(_item_record(item, answer))
+        if self.config.latency_ms and answer.status != 401:
+            await asyncio.sleep(self.config.latency_ms / 1000)
+        answer_headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
+        return self._finish(record, answer.status, answer.body, {**answer_headers, **headers})
+
+    async def _direct_answer(self, request: Request, item: dict[str, Any]) -> Answer:
+        token = _bearer(request)
+        if token is None:
+            return error(401, "InvalidAuthenticationToken", "Access token is empty.")
+        raw = await request.body()
+        if raw.strip():
+            try:
+                item["body"] = json.loads(raw)
+            except ValueError:
+                return error(400, "BadRequest", "Invalid JSON body")
+        with self._lock:
+            return self._run_item(item, token)
+
+    # --- one item --------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_write(item: dict[str, Any]) -> Answer | None:
+        """A batch rule: a write item needs a body and a Content-Type header."""
+        if item["method"].upper() not in WRITE_METHODS:
+            return None
+        headers = {k.lower(): v for k, v in (item.get("headers") or {}).items()}
+        if "body" not in item or "content-type" not in headers:
+            return error(
+                400,
+                "BadRequest",
+                f"Write request id : {item['id']} does not contain Content-Type header or body.",
+            )
+        return None
+
+    def _run_item(self, item: dict[str, Any], token: str) -> Answer:
+        """Faults, then the `throttle` bucket, then the identity limits, then the tenant.
+        Called under the lock."""
         method = item["method"].upper()
         url = "/" + item["url"].lstrip("/")
-        if method in WRITE_METHODS:
-            headers = {k.lower(): v for k, v in (item.get("headers") or {}).items()}
-            if "body" not in item or "content-type" not in headers:
-                return error(
-                    400,
-                    "BadRequest",
-                    f"Write request id : {item['id']} does not contain Content-Type header or body.",
-                )
         for fault in self.config.item_faults:
             if (
                 fault.get("times", 1) > 0
@@ -238,7 +346,18 @@ class GraphEmulator:
             if self.config.retry_after is not None:
                 answer.headers["Retry-After"] = self._retry_after_value(self.config.retry_after)
             return answer
+        limit_headers: dict[str, str] = {}
+        if self.config.limits is not None:
+            verdict = self.config.limits.charge(token, method, url)
+            if not verdict.admitted:
+                answer = error(429, "TooManyRequests", "Please retry again later.")
+                answer.headers.update(verdict.headers)
+                if verdict.retry_after is not None:
+                    answer.headers["Retry-After"] = self._retry_after_value(verdict.retry_after)
+                return answer
+            limit_headers = verdict.headers
         answer = self.tenant.handle(method, url, item.get("body"))
+        answer.headers.update(limit_headers)
         if answer.status < 300 and answer.body is not None:
             answer.headers.setdefault("Content-Type", "application/json")
         return answer
@@ -254,7 +373,35 @@ class GraphEmulator:
         record["retryAfter"] = headers.get("Retry-After")
         with self._lock:
             self.calls.append(record)
+        if body is None:
+            return Response(status_code=status, headers=headers)
         return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _bearer(request: Request) -> str | None:
+    """The bearer token (each distinct token is one application in one tenant), or None."""
+    authorization = request.headers.get("authorization", "")
+    return authorization[len("Bearer ") :] if authorization.startswith("Bearer ") else None
+
+
+def _item_record(item: dict[str, Any], answer: Answer) -> dict[str, Any]:
+    """One item in the call log, with the throttle headers it was answered with."""
+    record: dict[str, Any] = {
+        "id": item["id"],
+        "method": item["method"],
+        "url": item["url"],
+        "body": item.get("body"),
+        "status": answer.status,
+        "retryAfter": answer.headers.get("Retry-After"),
+    }
+    for key, name in (
+        ("resourceUnits", RESOURCE_UNIT_HEADER),
+        ("limitPercentage", LIMIT_PERCENTAGE_HEADER),
+        ("throttleScope", SCOPE_HEADER),
+    ):
+        if name in answer.headers:
+            record[key] = answer.headers[name]
+    return record
 
 
 def _bad(message: str) -> dict[str, Any]:
