@@ -5,49 +5,16 @@ All retry decisions live here; the Graph client never retries by itself.
 
 from __future__ import annotations
 
-import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Final
 
+from batching.graph.throttling import NO_ANSWER, parse_retry_after
+
+__all__ = ["NO_ANSWER", "TRANSIENT_STATUSES", "RetryPolicy", "parse_retry_after"]
+
 TRANSIENT_STATUSES: Final = frozenset({429, 503, 504})
-NO_ANSWER: Final = 0  # the call got no HTTP answer (timeout, connection reset)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After value: `10`, `2.128`, `30,120` (first), or an HTTP-date.
-
-    An HTTP-date has a comma of its own (`Sun, 22 Nov 2026 18:20:27 GMT`), so only a list
-    that starts with a number is split.
-    """
-    if value is None or not value.strip():
-        return None
-    first = value.split(",", 1)[0].strip()
-    try:
-        seconds = float(first)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value.strip())
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if math.isnan(seconds) or math.isinf(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header by name in any case (Graph sends both `Retry-After` and `retry-after`)."""
-    lowered = name.lower()
-    for key, value in headers.items():
-        if key.lower() == lowered:
-            return value
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +24,22 @@ class RetryPolicy:
     max_attempts: int
     base_seconds: float = 2.0
     cap_seconds: float = 300.0
+    # 429s do not use up attempts: an operation waits for Graph this long in all, then fails.
+    throttle_max_wait_seconds: float = 3600.0
+    # A wait up to this long is taken in the process; a longer one goes back to the queue.
+    local_wait_seconds: float = 30.0
     random: Callable[[], float] = field(default=random.random, compare=False)
 
     def is_transient(self, status: int) -> bool:
         return status in TRANSIENT_STATUSES or status == NO_ANSWER
 
     def exhausted(self, attempts: int) -> bool:
-        """True when `attempts` sends were made and no more are allowed."""
+        """True when `attempts` sends that failed for real were made and no more are allowed."""
         return attempts >= self.max_attempts
+
+    def waited_too_long(self, throttled_since: float, now: float) -> bool:
+        """True when Graph has kept an operation waiting longer than the time bound."""
+        return now - throttled_since >= self.throttle_max_wait_seconds
 
     def delay(self, attempts: int, retry_after: str | None) -> float:
         """Graph's own Retry-After when it gave one; else exponential backoff with full jitter."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from batching.retry import NO_ANSWER, header
+from batching.graph.throttling import NO_ANSWER, PRIORITY_HEADER, Priority, header
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,10 @@ class GraphBatchClient:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
 
-    async def send(self, items: Sequence[BatchRequestItem]) -> BatchResponse:
+    async def send(
+        self, items: Sequence[BatchRequestItem], *, priority: Priority | None = None
+    ) -> BatchResponse:
+        """One `$batch` call; `priority` is sent as `x-ms-throttle-priority`."""
         wire_ids = {str(index): item.key for index, item in enumerate(items, start=1)}
         requests = []
         for wire_id, item in zip(wire_ids, items, strict=False):
@@ -83,12 +86,11 @@ class GraphBatchClient:
             requests.append(entry)
 
         client_request_id = str(uuid.uuid4())
+        headers = {"client-request-id": client_request_id, "Accept": "application/json"}
+        if priority is not None:
+            headers[PRIORITY_HEADER] = priority.header_value
         try:
-            response = await self._http.post(
-                "$batch",
-                json={"requests": requests},
-                headers={"client-request-id": client_request_id, "Accept": "application/json"},
-            )
+            response = await self._http.post("$batch", json={"requests": requests}, headers=headers)
         except httpx.TransportError as error:
             return BatchResponse(
                 NO_ANSWER, client_request_id, None, {}, {}, f"no answer from Graph: {error!r}"

@@ -4,7 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from batching.retry import RetryPolicy, parse_retry_after
+from batching.graph.throttling import parse_retry_after
+from batching.retry import RetryPolicy
 
 NOW = datetime(2026, 11, 22, 18, 0, 0, tzinfo=UTC)
 
