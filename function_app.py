@@ -29,6 +29,14 @@ async def process_queue_message(msg: func.QueueMessage) -> None:
     )
 
 
+@app.queue_trigger(arg_name="msg", queue_name="%BULK_QUEUE%", connection="AzureWebJobsStorage")
+async def process_bulk_message(msg: func.QueueMessage) -> None:
+    service = await shared_service(get_settings())
+    await service.handle_queue_message(
+        msg.get_body().decode("utf-8", errors="replace"), msg.id or "", msg.dequeue_count or 1, bulk=True
+    )
+
+
 @app.timer_trigger(schedule="%BULK_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 async def bulk_user_updates(timer: func.TimerRequest) -> None:
     service = await shared_service(get_settings())

@@ -140,7 +140,7 @@ class BulkImporter:
                 ]
                 await self._store.record(job_id, correlation_id, [*pending, *rejected])
                 items = [WorkItem(operation=op) for _, op in part.operations]
-                for message in pack_work(job_id, correlation_id, items):
+                for message in pack_work(job_id, correlation_id, items, priority="low"):
                     await self._queue.send(message)
                 await self._store.mark_queued_parts(job_id, index + 1)
 

@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Final
 
 from batching.graph.client import ItemResponse
+from batching.graph.throttling import THROTTLED
 from batching.models import WorkItem
 from batching.retry import RetryPolicy
 
@@ -23,6 +24,7 @@ class Verdict(Enum):
     ALREADY_EXISTS = "already exists"  # done before (a retry after a crash, or a re-run)
     USER_EXISTS = "user exists"  # done before; look the user up so references still resolve
     NOT_REPLICATED = "not replicated"
+    THROTTLED = "throttled"  # Graph's limits: wait as told; never an error of the operation
     TRANSIENT = "transient"
     FAILED = "failed"
 
@@ -31,6 +33,8 @@ def classify(work: WorkItem, answer: ItemResponse, policy: RetryPolicy) -> Verdi
     status = answer.status
     if 200 <= status < 300:
         return Verdict.SUCCEEDED
+    if status == THROTTLED:
+        return Verdict.THROTTLED
     if policy.is_transient(status) or status == FAILED_DEPENDENCY:
         return Verdict.TRANSIENT
     operation = work.operation

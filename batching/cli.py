@@ -152,24 +152,31 @@ async def failures(args: argparse.Namespace, service: ProvisioningService) -> in
 
 
 async def poison_list(args: argparse.Namespace, service: ProvisioningService) -> int:
-    entries = await PoisonReplay(service.store, service.queue).entries()
+    listed = [
+        (queue, await PoisonReplay(service.store, queue).entries()) for queue in service.queues.all()
+    ]
     if args.json:
-        print(json.dumps([entry.to_json() for entry in entries], indent=2))
-    elif entries:
-        out.print(_poison_table(entries, f"{service.settings.poison_queue} (up to 32 shown)"))
-    else:
-        out.print(f"{service.settings.poison_queue} is empty")
+        print(json.dumps([entry.to_json() for _, entries in listed for entry in entries], indent=2))
+        return EXIT_OK
+    for queue, entries in listed:
+        if entries:
+            out.print(_poison_table(entries, f"{queue.poison_name} (up to 32 shown)"))
+        else:
+            out.print(f"{queue.poison_name} is empty")
     return EXIT_OK
 
 
 async def poison_replay(args: argparse.Namespace, service: ProvisioningService) -> int:
     wanted = set(args.id) if args.id else None
-    replayed = await PoisonReplay(service.store, service.queue).replay(wanted)
+    replayed = []
+    for queue in service.queues.all():
+        sent_back = await PoisonReplay(service.store, queue).replay(wanted)
+        if sent_back and not args.json:
+            out.print(_poison_table(sent_back, f"sent back to {queue.name}"))
+        replayed.extend(sent_back)
     if args.json:
         print(json.dumps([entry.to_json() for entry in replayed], indent=2))
-    elif replayed:
-        out.print(_poison_table(replayed, f"sent back to {service.settings.provisioning_queue}"))
-    else:
+    elif not replayed:
         out.print("nothing replayed")
     missing = (wanted or set()) - {entry.message_id for entry in replayed}
     for message_id in sorted(missing):

@@ -1,20 +1,32 @@
-"""BatchCoalescer: one process-wide packer of `$batch` calls.
+"""BatchCoalescer: one process-wide packer of `$batch` calls, in priority order, at Graph's pace.
 
-Every invocation running in a worker process hands its ready operations here. Full batches of
-20 leave at once; a partial batch waits a moment (`linger`) for operations from other jobs and
-messages, never longer than `max_wait`. So many small messages still produce full batches.
-A whole-batch failure is given back to each of its items, so callers only see item answers.
+Every invocation running in a worker process hands its ready operations here. Batches are
+filled from the highest priority first (a flow waiting on HTTP, then queue work, then bulk
+updates); full batches leave as soon as the pacer allows, a partial batch waits a moment
+(`linger`) for operations from other jobs, never longer than `max_wait`. What Graph says about
+its limits in each answer goes to the pacer before any caller sees the answer, so a retry can
+never be sent into a window Graph has just closed. A whole-batch failure is given back to each
+of its items, so callers only see item answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from batching.graph.client import BatchRequestItem, BatchResponse, GraphBatchClient, ItemResponse
+from batching.graph.throttling import (
+    WRITE_METHODS,
+    Priority,
+    RequestCost,
+    ThrottleSignal,
+    total_cost,
+)
+from batching.pacing import Feedback, Lane, Pacer
 from batching.planner import MAX_BATCH_SIZE
 
 DEFAULT_LINGER_SECONDS: Final = 0.1
@@ -24,6 +36,7 @@ DEFAULT_MAX_WAIT_SECONDS: Final = 5.0
 @dataclass(slots=True)
 class _Waiting:
     item: BatchRequestItem
+    priority: Priority
     answer: asyncio.Future[ItemResponse]
     since: float
 
@@ -33,22 +46,29 @@ class BatchCoalescer:
         self,
         client: GraphBatchClient,
         *,
+        pacer: Pacer | None = None,
         max_concurrent_batches: int = 4,
         linger_seconds: float = DEFAULT_LINGER_SECONDS,
         max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
         batch_size: int = MAX_BATCH_SIZE,
     ) -> None:
         self._client = client
+        self._pacer = pacer
         self._linger = linger_seconds
         self._max_wait = max_wait_seconds
         self._size = batch_size
         self._limit = asyncio.Semaphore(max_concurrent_batches)
-        self._waiting: list[_Waiting] = []
+        self._waiting: dict[Priority, deque[_Waiting]] = {priority: deque() for priority in Priority}
         self._arrived = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._preparing = 0
         self.batches_sent = 0
+
+    @property
+    def backlog(self) -> int:
+        """Operations handed in and not yet sent."""
+        return sum(len(lane) for lane in self._waiting.values())
 
     @contextlib.asynccontextmanager
     async def preparing(self) -> AsyncIterator[None]:
@@ -62,22 +82,40 @@ class BatchCoalescer:
             self._arrived.set()
 
     async def send(
-        self, items: Sequence[BatchRequestItem], *, caller_preparing: bool = False
+        self,
+        items: Sequence[BatchRequestItem],
+        *,
+        priority: Priority | Mapping[str, Priority] = Priority.NORMAL,
+        caller_preparing: bool = False,
     ) -> dict[str, ItemResponse]:
         """Answers for `items` by key, once the batches holding them have been sent.
+        `priority`: one for all items, or one per item key.
         `caller_preparing`: the caller holds `preparing()`; it stops counting while it waits."""
         if caller_preparing:
             self._preparing -= 1
         try:
-            return await self._send(items)
+            return await self._send(items, priority)
         finally:
             if caller_preparing:
                 self._preparing += 1
 
-    async def _send(self, items: Sequence[BatchRequestItem]) -> dict[str, ItemResponse]:
+    async def _send(
+        self, items: Sequence[BatchRequestItem], priority: Priority | Mapping[str, Priority]
+    ) -> dict[str, ItemResponse]:
+        if not items:
+            return {}
         loop = asyncio.get_running_loop()
-        waiting = [_Waiting(item, loop.create_future(), loop.time()) for item in items]
-        self._waiting.extend(waiting)
+        waiting = [
+            _Waiting(
+                item,
+                priority if isinstance(priority, Priority) else priority[item.key],
+                loop.create_future(),
+                loop.time(),
+            )
+            for item in items
+        ]
+        for entry in waiting:
+            self._waiting[entry.priority].append(entry)
         self._arrived.set()
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._run())
@@ -86,39 +124,97 @@ class BatchCoalescer:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._waiting:
-            while len(self._waiting) >= self._size:
-                self._dispatch(self._size)
-            if not self._waiting:
-                return
-            self._arrived.clear()
-            left = self._max_wait - (loop.time() - self._waiting[0].since)
-            try:
-                await asyncio.wait_for(self._arrived.wait(), max(0.0, min(self._linger, left)))
-            except TimeoutError:
-                if self._preparing == 0 or left <= self._linger:
-                    self._dispatch(self._size)
+        while self.backlog:
+            if self.backlog < self._size:
+                self._arrived.clear()
+                oldest = min(lane[0].since for lane in self._waiting.values() if lane)
+                left = self._max_wait - (loop.time() - oldest)
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), max(0.0, min(self._linger, left)))
+                    continue  # more arrived: look again
+                except TimeoutError:
+                    if self._preparing and left > self._linger:
+                        continue
+            await self._dispatch(self._take(self._size))
 
-    def _dispatch(self, count: int) -> None:
-        batch, self._waiting = self._waiting[:count], self._waiting[count:]
+    def _take(self, count: int) -> list[_Waiting]:
+        """The next batch: highest priority first, oldest first within a priority."""
+        batch: list[_Waiting] = []
+        for priority in Priority:
+            lane = self._waiting[priority]
+            while lane and len(batch) < count:
+                batch.append(lane.popleft())
+        return batch
+
+    async def _dispatch(self, batch: list[_Waiting]) -> None:
+        try:
+            if self._pacer is not None:
+                await self._pacer.acquire(_cost(batch))
+        except BaseException as error:
+            _fail(batch, error)
+            raise
+        await self._limit.acquire()  # at most N calls in flight; the next batch waits its turn
         task = asyncio.create_task(self._send_batch(batch))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
     async def _send_batch(self, batch: list[_Waiting]) -> None:
         try:
-            async with self._limit:
-                response = await self._client.send([w.item for w in batch])
+            priority = min(w.priority for w in batch)
+            response = await self._client.send([w.item for w in batch], priority=priority)
             self.batches_sent += 1
+            if self._pacer is not None:
+                self._pacer.observe(_feedback(batch, response))
             for waiting in batch:
                 if not waiting.answer.done():
                     waiting.answer.set_result(item_answer(response, waiting.item.key))
         except BaseException as error:  # an unexpected failure reaches every caller, never hangs them
-            for waiting in batch:
-                if not waiting.answer.done():
-                    waiting.answer.set_exception(error)
+            _fail(batch, error)
             if not isinstance(error, Exception):
                 raise
+        finally:
+            self._limit.release()
+
+
+def _fail(batch: list[_Waiting], error: BaseException) -> None:
+    for waiting in batch:
+        if not waiting.answer.done():
+            waiting.answer.set_exception(error)
+
+
+def _cost(batch: Sequence[_Waiting]) -> RequestCost:
+    return total_cost((w.item.method, w.item.url) for w in batch)
+
+
+def _lane(method: str, signal: ThrottleSignal) -> Lane:
+    if method.upper() in WRITE_METHODS and not signal.is_read_limit:
+        return Lane.WRITES
+    return Lane.UNITS
+
+
+def _feedback(batch: Sequence[_Waiting], response: BatchResponse) -> Mapping[Lane, Feedback]:
+    """Per lane: was anything throttled (and for how long), the highest usage Graph reported."""
+    seen: dict[Lane, Feedback] = {}
+    if response.status != 200:
+        signal = ThrottleSignal.read(response.status, response.headers)
+        if signal.throttled:  # the whole call was refused: every lane it used is held
+            lanes = {_lane(w.item.method, signal) for w in batch} | {Lane.UNITS}
+            return {lane: Feedback(throttled=True, retry_after=signal.retry_after) for lane in lanes}
+        return seen
+    for waiting in batch:
+        answer = response.items.get(waiting.item.key)
+        if answer is None:
+            continue
+        signal = ThrottleSignal.read(answer.status, answer.headers)
+        lane = _lane(waiting.item.method, signal)
+        here = Feedback(
+            throttled=signal.throttled,
+            retry_after=signal.retry_after,
+            usage=signal.limit_percentage,
+            answers=1,
+        )
+        seen[lane] = seen.get(lane, Feedback()).merge(here)
+    return seen
 
 
 def item_answer(response: BatchResponse, key: str) -> ItemResponse:

@@ -31,6 +31,8 @@ _ABSOLUTE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _VERSION_PREFIX = re.compile(r"^/?(v1\.0|beta)(/|$)", re.IGNORECASE)
 
 Method = Literal["GET", "POST", "PATCH", "PUT", "DELETE"]
+# Who waits for the work: a flow (HTTP), another system (queue), nobody in particular (bulk).
+WorkPriority = Literal["high", "normal", "low"]
 
 
 def _as_text_id(value: Any) -> Any:
@@ -176,7 +178,9 @@ class WorkItem(BaseModel):
 
     `follows_create`: it depends on a create in the same job, so a "not found" answer may
     only mean Graph has not replicated the new object yet; `replication_waited` is how long
-    it has waited for that so far.
+    it has waited for that so far. `throttled`: how many of its sends Graph answered 429
+    (they do not count against the attempt budget); `throttled_since`: when the first was, as
+    Unix time, so the wait for Graph is bounded by time instead.
     """
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=to_camel)
@@ -185,6 +189,8 @@ class WorkItem(BaseModel):
     attempts: int = 0
     follows_create: bool = False
     replication_waited: float = 0.0
+    throttled: int = 0
+    throttled_since: float | None = None
 
 
 class WorkMessage(BaseModel):
@@ -195,4 +201,5 @@ class WorkMessage(BaseModel):
     kind: Literal["provisioning.work"] = "provisioning.work"
     job_id: str
     correlation_id: str | None = None
+    priority: WorkPriority = "normal"
     items: tuple[WorkItem, ...]

@@ -100,6 +100,10 @@ class WavePlanner:
         """Record a sent operation's final status so its dependents can move on."""
         self._settle(key, status, root=key[1])
 
+    def reopen(self, planned: PlannedItem) -> None:
+        """Put a sent operation back for a later wave of this run (Graph asked for a short wait)."""
+        self._open[planned.key] = planned
+
     def withdraw(self, key: Key) -> list[PlannedItem]:
         """Take back everything still open that waits on `key`, transitively (it goes to retry)."""
         withdrawn: list[PlannedItem] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,13 +20,14 @@ from batching.allowlist import find_allowed
 from batching.classify import Verdict, classify
 from batching.coalescer import BatchCoalescer
 from batching.graph.client import BatchRequestItem, ItemResponse
-from batching.models import MAX_OPERATIONS_PER_SUBMISSION, Operation, WorkItem
+from batching.graph.throttling import Priority
+from batching.models import MAX_OPERATIONS_PER_SUBMISSION, Operation, WorkItem, WorkPriority
 from batching.planner import Key, PlannedItem, WavePlanner
 from batching.records import OperationOutcome, OperationStatus
 from batching.references import UnresolvedReference, has_references, resolve
 from batching.retry import RetryPolicy
 from batching.store import ResultStore
-from batching.workqueue import WorkQueue, pack_work
+from batching.workqueue import WorkQueues, pack_work
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class WorkUnit:
     job_id: str
     correlation_id: str | None
     items: Sequence[WorkItem]
+    priority: WorkPriority = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,11 @@ class _WaveResult:
 
 
 _SEP: Final = "\n"
+PRIORITIES: Final[dict[WorkPriority, Priority]] = {
+    "high": Priority.HIGH,
+    "normal": Priority.NORMAL,
+    "low": Priority.LOW,
+}
 
 
 class _NotSendable(Exception):
@@ -79,13 +87,13 @@ class Processor:
         self,
         coalescer: BatchCoalescer,
         store: ResultStore,
-        queue: WorkQueue,
+        queues: WorkQueues,
         policy: RetryPolicy,
         replication: ReplicationPolicy | None = None,
     ) -> None:
         self._coalescer = coalescer
         self._store = store
-        self._queue = queue
+        self._queues = queues
         self._policy = policy
         self._replication = replication or ReplicationPolicy()
 
@@ -96,6 +104,7 @@ class Processor:
 
     async def _run(self, units: Sequence[WorkUnit]) -> None:
         correlation = {unit.job_id: unit.correlation_id for unit in units}
+        priority = {unit.job_id: unit.priority for unit in units}
         known: dict[Key, OperationStatus] = {}
         planned: list[PlannedItem] = []
         all_statuses = await asyncio.gather(
@@ -140,6 +149,7 @@ class Processor:
 
             answers = await self._coalescer.send(
                 [BatchRequestItem(k, op.method, op.url, op.headers, op.body) for k, (_, op) in ready.items()],
+                priority={k: PRIORITIES[priority[p.job_id]] for k, (p, _) in ready.items()},
                 caller_preparing=True,
             )
             lookups: dict[str, tuple[PlannedItem, ItemResponse]] = {}
@@ -151,8 +161,8 @@ class Processor:
                     continue
                 self._settle(planner, result, outputs, planned_item, answer, verdict)
             if lookups:
-                await self._look_up_existing_users(planner, result, outputs, ready, lookups)
-            await self._commit(result, correlation)
+                await self._look_up_existing_users(planner, result, outputs, ready, lookups, priority)
+            await self._commit(result, correlation, priority)
 
         await asyncio.gather(
             *(
@@ -178,6 +188,8 @@ class Processor:
             result.outcomes[planned.job_id].append(
                 _outcome(planned, OperationStatus.SUCCEEDED, attempts=attempts, response=answer, note=note)
             )
+        elif verdict is Verdict.THROTTLED:
+            self._wait_for_graph(planner, result, planned, answer)
         elif verdict is Verdict.TRANSIENT:
             self._retry_or_fail(planner, result, planned, answer)
         elif verdict is Verdict.NOT_REPLICATED:
@@ -195,6 +207,7 @@ class Processor:
         outputs: dict[Key, JsonValue],
         ready: dict[str, tuple[PlannedItem, Operation]],
         conflicts: dict[str, tuple[PlannedItem, ItemResponse]],
+        priority: dict[str, WorkPriority],
     ) -> None:
         """A user create that Graph says exists succeeded before: fetch it so references resolve."""
         requests = []
@@ -202,7 +215,11 @@ class Processor:
             body = ready[key][1].body
             upn = body.get("userPrincipalName") if isinstance(body, dict) else None
             requests.append(BatchRequestItem(key, "GET", f"/users/{quote(str(upn), safe='@')}"))
-        found = await self._coalescer.send(requests, caller_preparing=True)
+        found = await self._coalescer.send(
+            requests,
+            priority={key: PRIORITIES[priority[planned.job_id]] for key, (planned, _) in conflicts.items()},
+            caller_preparing=True,
+        )
         for key, (planned, conflict) in conflicts.items():
             answer = found[key]
             if 200 <= answer.status < 300:
@@ -220,7 +237,7 @@ class Processor:
         reason: str = "throttled or unavailable",
     ) -> None:
         attempts = planned.item.attempts + 1
-        if self._policy.exhausted(attempts):
+        if self._policy.exhausted(attempts - planned.item.throttled):
             self._give_up(planner, result, planned, answer, f"{reason} after {attempts} attempts")
             return
         delay = self._policy.delay(attempts, answer.retry_after if answer else None)
@@ -232,6 +249,33 @@ class Processor:
             planned.item.model_copy(update={"attempts": attempts}),
             delay,
             f"{reason}; retrying in {delay:.1f} s",
+        )
+
+    def _wait_for_graph(
+        self, planner: WavePlanner, result: _WaveResult, planned: PlannedItem, answer: ItemResponse
+    ) -> None:
+        """A 429: wait as long as Graph asks. A short wait is taken here (the pacer holds every
+        send until then, on every instance); a long one goes back to the queue, delayed. Only a
+        wait longer than the time bound in all makes the operation Failed."""
+        now = time.time()
+        since = planned.item.throttled_since if planned.item.throttled_since is not None else now
+        retry = planned.item.model_copy(
+            update={
+                "attempts": planned.item.attempts + 1,
+                "throttled": planned.item.throttled + 1,
+                "throttled_since": since,
+            }
+        )
+        if self._policy.waited_too_long(since, now):
+            waited = f"throttled by Graph for {now - since:.0f} s, longer than the time bound"
+            self._give_up(planner, result, planned, answer, waited)
+            return
+        delay = self._policy.delay(retry.throttled, answer.retry_after)
+        if delay <= self._policy.local_wait_seconds:
+            planner.reopen(PlannedItem(planned.job_id, retry))
+            return
+        self._put_back(
+            planner, result, planned, answer, retry, delay, f"throttled by Graph; retrying in {delay:.1f} s"
         )
 
     def _wait_for_replication(
@@ -334,11 +378,15 @@ class Processor:
                 outputs[(job_id, op_id)] = body
         return outputs
 
-    async def _commit(self, result: _WaveResult, correlation: dict[str, str | None]) -> None:
+    async def _commit(
+        self, result: _WaveResult, correlation: dict[str, str | None], priority: dict[str, WorkPriority]
+    ) -> None:
         """Re-enqueue first, then record: the message in hand still covers a crash in between."""
         for job_id, items in result.retries.items():
-            for message in pack_work(job_id, correlation[job_id], items):
-                await self._queue.send(message, delay_seconds=result.retry_delay[job_id])
+            for message in pack_work(job_id, correlation[job_id], items, priority=priority[job_id]):
+                await self._queues.for_priority(priority[job_id]).send(
+                    message, delay_seconds=result.retry_delay[job_id]
+                )
             log.info(
                 "job %s: %d operations re-enqueued, delay %.1f s",
                 job_id,

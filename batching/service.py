@@ -7,10 +7,13 @@ intake (HTTP body / queue text) -> validate (`intake`) -> record + enqueue, or r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Final
 
 import httpx
+from azure.core.exceptions import AzureError
 
 from batching.bulk_pickup import BulkPickup
 from batching.coalescer import BatchCoalescer
@@ -19,15 +22,20 @@ from batching.graph.auth import GraphTokenAuth, TokenCredential, build_credentia
 from batching.graph.client import GraphBatchClient, build_http_client
 from batching.intake import Rejection, decode_queue_text, parse_job, read_work_message
 from batching.models import Job
+from batching.pacing import Lane, LaneLimit, Pacer, TablePaceStore
+from batching.planner import MAX_BATCH_SIZE
 from batching.processor import Processor, ReplicationPolicy, WorkUnit
 from batching.records import PROCESSING_FAILED, JobSummary, OperationOutcome, OperationRecord, OperationStatus
 from batching.retry import RetryPolicy
 from batching.settings import Settings
 from batching.storage import container_client, queue_client, table_client
 from batching.store import ResultStore
-from batching.workqueue import TakenMessage, WorkQueue, WorkTooLarge, pack_work
+from batching.workqueue import TakenMessage, WorkQueue, WorkQueues, WorkTooLarge, pack_work
 
 log = logging.getLogger(__name__)
+
+# Extra messages are taken only while this process holds less work than a minute of budget.
+EXTRA_WORK_HORIZON_SECONDS: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +66,7 @@ class ProvisioningService:
         self,
         settings: Settings,
         store: ResultStore,
-        queue: WorkQueue,
+        queues: WorkQueues,
         processor: Processor,
         coalescer: BatchCoalescer,
         bulk: BulkPickup,
@@ -66,10 +74,16 @@ class ProvisioningService:
         self.settings = settings
         self._coalescer = coalescer
         self.store = store
-        self.queue = queue
+        self.queues = queues
         self.bulk = bulk
         self._processor = processor
         self._close_graph: tuple[httpx.AsyncClient, TokenCredential] | None = None
+        self._pace_store: TablePaceStore | None = None
+
+    @property
+    def queue(self) -> WorkQueue:
+        """The provisioning queue: producers' jobs, HTTP jobs and their retries."""
+        return self.queues.provisioning
 
     @classmethod
     def create(
@@ -85,18 +99,21 @@ class ProvisioningService:
             transport=graph_transport,
         )
         store = ResultStore(table_client(settings, settings.results_table))
-        queue = WorkQueue(
-            queue_client(settings, settings.provisioning_queue),
-            queue_client(settings, settings.poison_queue, base64=False),
-            queue_client(settings, settings.provisioning_queue, base64=False),
+        queues = WorkQueues(
+            provisioning=_work_queue(settings, settings.provisioning_queue),
+            bulk=_work_queue(settings, settings.bulk_queue),
         )
         policy = RetryPolicy(
             max_attempts=settings.max_attempts,
             base_seconds=settings.backoff_base_seconds,
             cap_seconds=settings.backoff_max_seconds,
+            throttle_max_wait_seconds=settings.throttle_max_wait_seconds,
+            local_wait_seconds=settings.throttle_local_wait_seconds,
         )
+        pace_store = TablePaceStore(table_client(settings, settings.pacing_table))
         coalescer = BatchCoalescer(
             GraphBatchClient(http),
+            pacer=Pacer(pace_store, budget(settings), fallback_share=settings.pacing_fallback_share),
             max_concurrent_batches=settings.graph_max_concurrent_batches,
             linger_seconds=settings.batch_linger_seconds,
         )
@@ -104,26 +121,31 @@ class ProvisioningService:
             first_delay_seconds=settings.replication_retry_seconds,
             max_wait_seconds=settings.replication_max_wait_seconds,
         )
-        processor = Processor(coalescer, store, queue, policy, replication)
+        processor = Processor(coalescer, store, queues, policy, replication)
         bulk = BulkPickup(
             container_client(settings, settings.bulk_container),
             store,
-            queue,
+            queues.bulk,
             wait_seconds=settings.bulk_wait_seconds,
         )
-        service = cls(settings, store, queue, processor, coalescer, bulk)
+        service = cls(settings, store, queues, processor, coalescer, bulk)
         service._close_graph = (http, credential)
+        service._pace_store = pace_store
         return service
 
     async def ensure_resources(self) -> None:
         await self.store.ensure_table()
-        await self.queue.ensure_queues()
+        for queue in self.queues.all():
+            await queue.ensure_queues()
         await self.bulk.ensure_container()
 
     async def aclose(self) -> None:
         await self.store.close()
-        await self.queue.close()
+        for queue in self.queues.all():
+            await queue.close()
         await self.bulk.close()
+        if self._pace_store is not None:
+            await self._pace_store.close()
         if self._close_graph is not None:
             http, credential = self._close_graph
             await http.aclose()
@@ -138,7 +160,7 @@ class ProvisioningService:
             return Invalid(parsed.problems)
         job = parsed
         try:
-            messages = pack_work(job.job_id, job.correlation_id, job.work_items())
+            messages = pack_work(job.job_id, job.correlation_id, job.work_items(), priority="high")
         except WorkTooLarge as error:
             return Invalid([Problem("operations", str(error))], status=413)
 
@@ -168,29 +190,30 @@ class ProvisioningService:
 
     # --- queue door ------------------------------------------------------------------------
 
-    async def handle_queue_message(self, text: str, message_id: str, dequeue_count: int) -> None:
-        """Run a queue message, and more queued work beside it so batches fill up.
+    async def handle_queue_message(
+        self, text: str, message_id: str, dequeue_count: int, *, bulk: bool = False
+    ) -> None:
+        """Run a message of the provisioning queue (or the bulk queue), and more queued work
+        beside it so batches fill up.
 
-        Bad input is recorded as Rejected and poisoned. Extra messages are deleted only after
-        their work is recorded or re-enqueued; if this invocation dies they reappear.
+        Bad input is recorded as Rejected and poisoned. Extra messages stay leased while their
+        work waits for Graph's pace, and are deleted only after it is recorded or re-enqueued;
+        if this invocation dies they reappear.
         """
+        door = self.queues.bulk if bulk else self.queues.provisioning
         async with self._coalescer.preparing():
-            own = await self._intake(text, message_id)
-            extras = (
-                await self.queue.take(
-                    self.settings.queue_extra_messages, self.settings.queue_extra_lease_seconds
-                )
-                if self.settings.queue_extra_messages
-                else []
-            )
-            taken = await asyncio.gather(*(self._intake_extra(extra) for extra in extras))
+            own = await self._intake(door, text, message_id)
+            extras = await self._take_extras(door)
+            taken = await asyncio.gather(*(self._intake_extra(door, extra) for extra in extras))
         units = [own] if own else []
         units.extend(unit for unit in taken if unit is not None)
         finished = [extra for extra, unit in zip(extras, taken, strict=True) if unit is None]
         for extra in finished:
-            await self.queue.delete(extra)
+            await door.delete(extra)
+        leases = ExtraLeases(door, [e for e in extras if e not in finished], self._extra_lease_seconds)
         try:
-            await self._processor.run(units)
+            async with leases:
+                await self._processor.run(units)
         except Exception as error:
             # The host poisons the message after this delivery: its operations end Failed.
             if own is not None and dequeue_count >= self.settings.max_dequeue_count:
@@ -198,31 +221,42 @@ class ProvisioningService:
                     own, f"processing failed {dequeue_count} times ({type(error).__name__})"
                 )
             raise
-        for extra in extras:
-            if extra not in finished:
-                await self.queue.delete(extra)
+        for extra in leases.messages:
+            await door.delete(extra)
 
-    async def _intake_extra(self, extra: TakenMessage) -> WorkUnit | None:
+    @property
+    def _extra_lease_seconds(self) -> int:
+        return self.settings.queue_extra_lease_seconds
+
+    async def _take_extras(self, door: WorkQueue) -> list[TakenMessage]:
+        """More messages to fill batches, unless this process already holds more work than the
+        Graph budget lets it send within a lease (the rest waits on the queue for others)."""
+        horizon = self.settings.graph_writes_per_second * EXTRA_WORK_HORIZON_SECONDS
+        if not self.settings.queue_extra_messages or self._coalescer.backlog >= horizon:
+            return []
+        return await door.take(self.settings.queue_extra_messages, self._extra_lease_seconds)
+
+    async def _intake_extra(self, door: WorkQueue, extra: TakenMessage) -> WorkUnit | None:
         if extra.dequeue_count > self.settings.max_dequeue_count:
-            await self._give_up(extra.text, extra.id, extra.dequeue_count, "it kept failing")
+            await self._give_up(door, extra.text, extra.id, extra.dequeue_count, "it kept failing")
             return None
-        return await self._intake(extra.text, extra.id)
+        return await self._intake(door, extra.text, extra.id)
 
-    async def _intake(self, text: str, message_id: str) -> WorkUnit | None:
+    async def _intake(self, door: WorkQueue, text: str, message_id: str) -> WorkUnit | None:
         """A queue message as work to run now, or None when it was rejected."""
         data = decode_queue_text(text)
         try:
             work = read_work_message(data)
         except ValueError as error:
             await self._reject(
-                Rejection([Problem("body", f"malformed work message: {error}")]), text, message_id
+                door, Rejection([Problem("body", f"malformed work message: {error}")]), text, message_id
             )
             return None
         if work is not None:
-            return WorkUnit(work.job_id, work.correlation_id, work.items)
+            return WorkUnit(work.job_id, work.correlation_id, work.items, work.priority)
         parsed = parse_job(data)
         if isinstance(parsed, Rejection):
-            await self._reject(parsed, text, message_id)
+            await self._reject(door, parsed, text, message_id)
             return None
         job = parsed
         summary = _new_summary(job, source="queue")
@@ -232,18 +266,22 @@ class ProvisioningService:
             if existing is not None and existing.body_hash != job.body_hash:
                 problem = Problem("jobId", f"{job.job_id!r} already names a different job")
                 ids = [op.id for op in job.operations]
-                await self._reject(Rejection([problem], None, job.correlation_id, ids), text, message_id)
+                await self._reject(
+                    door, Rejection([problem], None, job.correlation_id, ids), text, message_id
+                )
                 return None
         return WorkUnit(job.job_id, job.correlation_id, job.work_items())
 
-    async def _give_up(self, text: str, message_id: str, dequeue_count: int, why: str) -> None:
+    async def _give_up(
+        self, door: WorkQueue, text: str, message_id: str, dequeue_count: int, why: str
+    ) -> None:
         """What the host does on a last failed delivery, for a message this invocation took."""
-        unit = await self._intake(text, message_id)
+        unit = await self._intake(door, text, message_id)
         if unit is not None:
             await self._fail_unfinished(unit, f"processing failed {dequeue_count} times ({why})")
-        await self.queue.send_poison(text)
+        await door.send_poison(text)
 
-    async def _reject(self, rejection: Rejection, text: str, message_id: str) -> None:
+    async def _reject(self, door: WorkQueue, rejection: Rejection, text: str, message_id: str) -> None:
         """A Rejected row per operation the message names (or a job row), and the poison queue."""
         reason = "; ".join(str(problem) for problem in rejection.problems)
         job_id = rejection.job_id
@@ -270,7 +308,7 @@ class ProvisioningService:
             for index, op_id in enumerate(rejection.operation_ids)
         ]
         await self.store.create_job(summary, rows)
-        await self.queue.send_poison(text)
+        await door.send_poison(text)
         log.warning("queue message %s rejected as job %s: %s", message_id, job_id, reason)
 
     async def _fail_unfinished(self, unit: WorkUnit, reason: str) -> None:
@@ -290,6 +328,54 @@ class ProvisioningService:
         ]
         await self.store.record(unit.job_id, unit.correlation_id, rows)
         await self.store.refresh_summary(unit.job_id)
+
+
+def _work_queue(settings: Settings, name: str) -> WorkQueue:
+    return WorkQueue(
+        queue_client(settings, name),
+        queue_client(settings, f"{name}-poison", base64=False),
+        queue_client(settings, name, base64=False),
+    )
+
+
+class ExtraLeases:
+    """Keeps extra messages hidden while their work runs (it may wait a while for Graph's
+    pace); `messages` holds their latest pop receipts, for deleting them afterwards."""
+
+    def __init__(self, door: WorkQueue, messages: list[TakenMessage], lease_seconds: int) -> None:
+        self._door = door
+        self.messages = messages
+        self._lease = lease_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ExtraLeases:
+        if self.messages:
+            self._task = asyncio.create_task(self._renew())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            for index, message in enumerate(self.messages):
+                try:
+                    self.messages[index] = await self._door.extend_lease(message, self._lease)
+                except AzureError:  # the message reappears for another invocation; nothing lost
+                    log.warning("could not extend the lease of queue message %s", message.id)
+
+
+def budget(settings: Settings) -> dict[Lane, LaneLimit]:
+    """The fleet's Graph budget: writes in batch-sized bursts, read units a second's worth."""
+    units = settings.graph_read_units_per_second
+    return {
+        Lane.WRITES: LaneLimit(settings.graph_writes_per_second, MAX_BATCH_SIZE),
+        Lane.UNITS: LaneLimit(units, max(units, 2.0 * MAX_BATCH_SIZE)),
+    }
 
 
 def _new_summary(job: Job, *, source: str) -> JobSummary:

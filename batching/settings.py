@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("PROVISIONING_QUEUE"),
         pattern=r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$",
     )
+    bulk_queue: str = Field(
+        default="provisioning-bulk",
+        validation_alias=AliasChoices("BULK_QUEUE"),
+        pattern=r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$",
+    )
     results_table: str = Field(
         default="ProvisioningResults",
         validation_alias=AliasChoices("RESULTS_TABLE"),
@@ -85,6 +90,26 @@ class Settings(BaseSettings):
     )
     queue_extra_lease_seconds: int = Field(
         default=300, ge=5, le=3600, validation_alias=AliasChoices("QUEUE_EXTRA_LEASE_SECONDS")
+    )
+    graph_writes_per_second: float = Field(
+        default=19.0, gt=0, le=1000, validation_alias=AliasChoices("GRAPH_WRITES_PER_SECOND")
+    )
+    graph_read_units_per_second: float = Field(
+        default=300.0, gt=0, le=10000, validation_alias=AliasChoices("GRAPH_READ_UNITS_PER_SECOND")
+    )
+    pacing_table: str = Field(
+        default="GraphPacing",
+        validation_alias=AliasChoices("PACING_TABLE"),
+        pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
+    )
+    pacing_fallback_share: float = Field(
+        default=0.25, gt=0, le=1, validation_alias=AliasChoices("PACING_FALLBACK_SHARE")
+    )
+    throttle_max_wait_seconds: float = Field(
+        default=3600.0, gt=0, le=7 * 24 * 3600, validation_alias=AliasChoices("THROTTLE_MAX_WAIT_SECONDS")
+    )
+    throttle_local_wait_seconds: float = Field(
+        default=30.0, ge=0, le=600, validation_alias=AliasChoices("THROTTLE_LOCAL_WAIT_SECONDS")
     )
     replication_retry_seconds: float = Field(
         default=10.0, gt=0, validation_alias=AliasChoices("REPLICATION_RETRY_SECONDS")

@@ -1,7 +1,9 @@
-"""WorkQueue: the app's own messages on the provisioning queue, and the poison queue.
+"""WorkQueue: the app's own messages on a queue, and that queue's poison queue.
 
-A queue message holds at most 64 KiB after base64, so work is packed into messages by
-dependency group: operations that depend on each other always travel together.
+Two queues carry work: the provisioning queue (producers' jobs, HTTP jobs, retries) and the
+bulk queue (bulk CSV parts and their retries), so a long bulk drain never stands in front of
+a job someone waits for. A queue message holds at most 64 KiB after base64, so work is packed
+into messages by dependency group: operations that depend on each other always travel together.
 """
 
 from __future__ import annotations
@@ -9,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue.aio import QueueClient
 
-from batching.models import WorkItem, WorkMessage
+from batching.models import WorkItem, WorkMessage, WorkPriority
 
 # 64 KiB of base64 carries 48 KiB of JSON; leave room for the envelope.
 MAX_MESSAGE_JSON_BYTES: Final = 45_000
@@ -32,6 +34,7 @@ def pack_work(
     correlation_id: str | None,
     items: Sequence[WorkItem],
     *,
+    priority: WorkPriority = "normal",
     limit: int = MAX_MESSAGE_JSON_BYTES,
 ) -> list[WorkMessage]:
     """Work messages for `items`, each under `limit` bytes, dependency groups kept whole."""
@@ -39,9 +42,11 @@ def pack_work(
     messages: list[WorkMessage] = []
     current: list[WorkItem] = []
     current_size = 0
-    envelope = len(
-        WorkMessage(job_id=job_id, correlation_id=correlation_id, items=()).model_dump_json(by_alias=True)
-    )
+
+    def message(part: list[WorkItem]) -> WorkMessage:
+        return WorkMessage(job_id=job_id, correlation_id=correlation_id, priority=priority, items=tuple(part))
+
+    envelope = len(message([]).model_dump_json(by_alias=True))
     for group in groups:
         size = sum(len(item.model_dump_json(by_alias=True)) + 1 for item in group)
         if size + envelope > limit:
@@ -51,12 +56,12 @@ def pack_work(
                 f"exceed the {limit}-byte queue message limit; split them into smaller jobs"
             )
         if current and current_size + size + envelope > limit:
-            messages.append(WorkMessage(job_id=job_id, correlation_id=correlation_id, items=tuple(current)))
+            messages.append(message(current))
             current, current_size = [], 0
         current.extend(group)
         current_size += size
     if current:
-        messages.append(WorkMessage(job_id=job_id, correlation_id=correlation_id, items=tuple(current)))
+        messages.append(message(current))
     return messages
 
 
@@ -105,6 +110,21 @@ class WorkQueue:
         self._queue = queue
         self._poison = poison
         self._receiver = receiver  # reads text as it is: producers send plain or base64 JSON
+
+    @property
+    def name(self) -> str:
+        return self._queue.queue_name
+
+    @property
+    def poison_name(self) -> str:
+        return self._poison.queue_name
+
+    async def extend_lease(self, message: TakenMessage, lease_seconds: int) -> TakenMessage:
+        """Keep a taken message hidden for `lease_seconds` more (it is still being worked on)."""
+        updated = await self._receiver.update_message(
+            message.id, message.pop_receipt, visibility_timeout=lease_seconds
+        )
+        return replace(message, pop_receipt=updated.pop_receipt or message.pop_receipt)
 
     async def take(self, count: int, lease_seconds: int) -> list[TakenMessage]:
         """Up to `count` more visible messages, hidden for `lease_seconds` until deleted."""
@@ -182,3 +202,17 @@ class WorkQueue:
         """Put a poison message's text back on the provisioning queue as it is, then drop it."""
         await self._receiver.send_message(message.text, time_to_live=-1)
         await self._poison.delete_message(message.id, message.pop_receipt)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkQueues:
+    """The queues work travels on; low-priority (bulk) work has its own."""
+
+    provisioning: WorkQueue
+    bulk: WorkQueue
+
+    def for_priority(self, priority: WorkPriority) -> WorkQueue:
+        return self.bulk if priority == "low" else self.provisioning
+
+    def all(self) -> tuple[WorkQueue, ...]:
+        return (self.provisioning, self.bulk)

@@ -56,6 +56,9 @@ var tags = { 'azd-env-name': environmentName }
 var names = {
   provisioningQueue: 'provisioning-requests'
   poisonQueue: 'provisioning-requests-poison'
+  bulkQueue: 'provisioning-bulk'
+  bulkPoisonQueue: 'provisioning-bulk-poison'
+  pacingTable: 'GraphPacing'
   resultsTable: 'ProvisioningResults'
   bulkContainer: 'bulk-user-updates'
   deploymentContainer: 'app-package-${resourceToken}'
@@ -84,8 +87,8 @@ module storage 'modules/storage.bicep' = {
     name: 'st${resourceToken}'
     location: location
     tags: tags
-    queueNames: [names.provisioningQueue, names.poisonQueue]
-    tableNames: [names.resultsTable]
+    queueNames: [names.provisioningQueue, names.poisonQueue, names.bulkQueue, names.bulkPoisonQueue]
+    tableNames: [names.resultsTable, names.pacingTable]
     containerNames: [names.bulkContainer, names.deploymentContainer]
   }
 }
@@ -128,7 +131,9 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     provisioningQueue: names.provisioningQueue
+    bulkQueue: names.bulkQueue
     resultsTable: names.resultsTable
+    pacingTable: names.pacingTable
     bulkContainer: names.bulkContainer
     bulkSchedule: bulkSchedule
     graphBaseUrl: graphBaseUrl

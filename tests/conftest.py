@@ -36,6 +36,7 @@ def app_env(azurite: Azurite, graph: ServedEmulator) -> dict[str, str]:
     return {
         "AzureWebJobsStorage": azurite.connection_string,
         "PROVISIONING_QUEUE": f"prov-{suffix}",
+        "BULK_QUEUE": f"provbulk-{suffix}",
         "RESULTS_TABLE": f"Results{suffix}",
         "BULK_CONTAINER": f"bulk-{suffix}",
         # Once a year: a test runs the pickup itself, never on a quarter hour by chance.
@@ -44,6 +45,10 @@ def app_env(azurite: Azurite, graph: ServedEmulator) -> dict[str, str]:
         "GRAPH_BASE_URL": graph.base_url,
         "GRAPH_CREDENTIAL": "emulator",
         "BACKOFF_BASE_SECONDS": "0.5",
+        # Tests that are not about pacing run at full speed; pacing tests set their own budget.
+        "GRAPH_WRITES_PER_SECOND": "1000",
+        "GRAPH_READ_UNITS_PER_SECOND": "10000",
+        "PACING_TABLE": f"Pacing{suffix}",
         "STATUS_RETRY_AFTER_SECONDS": "1",
     }
 

@@ -13,7 +13,9 @@ param appInsightsConnectionString string
 param maximumInstanceCount int
 param instanceMemoryMB int
 param provisioningQueue string
+param bulkQueue string
 param resultsTable string
+param pacingTable string
 param bulkContainer string
 param bulkSchedule string
 param graphBaseUrl string
@@ -68,7 +70,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         // The app's own clients and its Graph token use the same identity.
         { name: 'AZURE_CLIENT_ID', value: identityClientId }
         { name: 'PROVISIONING_QUEUE', value: provisioningQueue }
+        { name: 'BULK_QUEUE', value: bulkQueue }
         { name: 'RESULTS_TABLE', value: resultsTable }
+        { name: 'PACING_TABLE', value: pacingTable }
         { name: 'GRAPH_BASE_URL', value: graphBaseUrl }
         { name: 'GRAPH_CREDENTIAL', value: 'azure' }
         { name: 'GRAPH_TIMEOUT_SECONDS', value: '60' }
@@ -83,6 +87,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'QUEUE_EXTRA_LEASE_SECONDS', value: '300' }
         { name: 'REPLICATION_RETRY_SECONDS', value: '10' }
         { name: 'REPLICATION_MAX_WAIT_SECONDS', value: '900' }
+        { name: 'GRAPH_WRITES_PER_SECOND', value: '19' }
+        { name: 'GRAPH_READ_UNITS_PER_SECOND', value: '300' }
+        { name: 'PACING_FALLBACK_SHARE', value: '0.25' }
+        { name: 'THROTTLE_MAX_WAIT_SECONDS', value: '3600' }
+        { name: 'THROTTLE_LOCAL_WAIT_SECONDS', value: '30' }
         // Bulk user updates: CSV files dropped in this container, picked up on this NCRONTAB schedule.
         { name: 'BULK_CONTAINER', value: bulkContainer }
         { name: 'BULK_SCHEDULE', value: bulkSchedule }

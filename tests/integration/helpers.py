@@ -99,10 +99,16 @@ def poll_job(client: httpx.Client, url: str, timeout: float = 60.0) -> list[http
 
 
 def queue_length(env: dict[str, str]) -> int:
-    """Messages still on the provisioning queue, visible or not (a handler that never returns
-    keeps its message)."""
-    with QueueClient.from_connection_string(env["AzureWebJobsStorage"], env["PROVISIONING_QUEUE"]) as queue:
-        return queue.get_queue_properties().approximate_message_count or 0
+    """Messages still on the provisioning and bulk queues, visible or not (a handler that never
+    returns keeps its message)."""
+    total = 0
+    for name in (env["PROVISIONING_QUEUE"], env["BULK_QUEUE"]):
+        with QueueClient.from_connection_string(env["AzureWebJobsStorage"], name) as queue:
+            try:
+                total += queue.get_queue_properties().approximate_message_count or 0
+            except ResourceNotFoundError:
+                continue
+    return total
 
 
 def bulk_container(env: dict[str, str]) -> ContainerClient:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
 
-from devhost.stack import DevHost, ServedEmulator
+from devhost.stack import DevHost, ServedEmulator, start_devhost
 from tests.integration.helpers import job, patch_users, put_message, rows, wait_until
 
 
@@ -39,7 +40,17 @@ def test_throttled_items_are_resent_after_retry_after_and_all_succeed(
         for item in call["items"]:
             sends[item["url"]].append({"at": call["at"], **item})
     throttled = {url for url, items in sends.items() if any(i["status"] == 429 for i in items)}
-    assert len(throttled) == 15  # 45 items against a bucket of 30
+    # 45 items against a bucket of 30: some are throttled, and after the first 429 the app
+    # holds every send until Retry-After, so the rest are never refused.
+    assert 1 <= len(throttled) <= 15
+    calls = graph.emulator.batch_calls()
+    for call in calls:
+        refused = [i for i in call["items"] if i["status"] == 429]
+        if refused:
+            closed_until = float(call["at"]) + min(
+                _seconds(str(i["retryAfter"]), float(call["at"])) for i in refused
+            )
+            assert not [c for c in calls if float(call["at"]) < float(c["at"]) < closed_until - 0.05]
 
     for url, items in sends.items():
         if url not in throttled:
@@ -53,22 +64,46 @@ def test_throttled_items_are_resent_after_retry_after_and_all_succeed(
 
     stored = rows(app_env, "throttled")
     assert all(stored[f"u{i}"]["Attempts"] >= 1 for i in range(1, 46))
-    assert sum(1 for r in stored.values() if r["Attempts"] > 1) == 15
+    assert sum(1 for r in stored.values() if r["Attempts"] > 1) == len(throttled)
     assert all(r["ErrorMessage"] == "" for r in stored.values())
 
 
-def test_item_throttled_past_max_attempts_ends_failed(
+def test_a_throttled_operation_is_never_failed_while_its_time_bound_lasts(
     devhost: DevHost, graph: ServedEmulator, app_env: dict[str, str]
 ) -> None:
     graph.emulator.tenant.seed_users(2)
     graph.emulator.configure(
-        {"itemFaults": [{"urlContains": "user1@", "status": 429, "times": 99, "retryAfter": "0.2"}]}
+        {"itemFaults": [{"urlContains": "user1@", "status": 429, "times": 12, "retryAfter": "0.2"}]}
     )
-    put_message(app_env, job(patch_users(2), "gives-up"), as_base64=True)
-    wait_until(lambda: rows(app_env, "gives-up").get("u1", {}).get("Status") == "Failed", timeout=45)
+    put_message(app_env, job(patch_users(2), "outlasts"), as_base64=True)
+    wait_until(
+        lambda: (
+            len(r := rows(app_env, "outlasts")) == 2 and all(x["Status"] == "Succeeded" for x in r.values())
+        ),
+        timeout=45,
+    )
+    stored = rows(app_env, "outlasts")
+    assert stored["u1"]["Attempts"] == 13  # twelve 429s, more than MAX_ATTEMPTS (8), then done
+    assert stored["u1"]["HttpStatus"] == 204
+
+
+def test_an_operation_throttled_past_its_time_bound_ends_failed_with_graphs_answer(
+    graph: ServedEmulator, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    graph.emulator.tenant.seed_users(2)
+    graph.emulator.configure(
+        {"itemFaults": [{"urlContains": "user1@", "status": 429, "times": 999, "retryAfter": "0.2"}]}
+    )
+    host = start_devhost({**app_env, "THROTTLE_MAX_WAIT_SECONDS": "3"}, tmp_path / "devhost.log")
+    try:
+        put_message(app_env, job(patch_users(2), "gives-up"), as_base64=True)
+        wait_until(lambda: rows(app_env, "gives-up").get("u1", {}).get("Status") == "Failed", timeout=45)
+    finally:
+        host.stop()
     stored = rows(app_env, "gives-up")
-    assert stored["u1"]["Attempts"] == 8  # MAX_ATTEMPTS default
     assert stored["u1"]["HttpStatus"] == 429
+    assert "time bound" in stored["u1"]["ErrorMessage"]
+    assert stored["u1"]["Attempts"] > 8  # it was never the attempt budget that ended it
     assert stored["u2"]["Status"] == "Succeeded"
 
 

@@ -54,9 +54,13 @@ def test_not_found_after_a_create_in_the_same_job_waits_for_replication(answer: 
     assert classify(_work("PUT", "/groups/g/team"), answer, POLICY) is Verdict.FAILED
 
 
-@pytest.mark.parametrize("status", [429, 503, 504, 0, 424])
-def test_throttling_and_no_answer_are_transient(status: int) -> None:
+@pytest.mark.parametrize("status", [503, 504, 0, 424])
+def test_unavailable_and_no_answer_are_transient(status: int) -> None:
     assert classify(_work("GET", "/users/a"), _answer(status), POLICY) is Verdict.TRANSIENT
+
+
+def test_429_is_throttling_not_an_error_of_the_operation() -> None:
+    assert classify(_work("PATCH", "/users/a"), _answer(429), POLICY) is Verdict.THROTTLED
 
 
 def test_replication_wait_grows_and_is_bounded() -> None:

@@ -13,6 +13,8 @@ from azure.core.credentials import AccessToken
 from batching.coalescer import BatchCoalescer
 from batching.graph.auth import GraphTokenAuth
 from batching.graph.client import BatchRequestItem, GraphBatchClient, build_http_client
+from batching.graph.throttling import Priority
+from batching.pacing import Lane, LaneLimit, MemoryPaceStore, Pacer
 
 GRAPH = httpx.URL("https://graph.microsoft.com/v1.0")
 
@@ -69,3 +71,70 @@ async def test_whole_batch_failure_reaches_every_item() -> None:
     answers = await _coalescer(sizes, status=429).send(_items("x", 3))
     assert {a.status for a in answers.values()} == {429}
     assert {a.retry_after for a in answers.values()} == {"3"}
+
+
+def _recording_coalescer(
+    seen: list[tuple[str, list[str]]], *, pacer: Pacer | None = None, answer: Any = None
+) -> BatchCoalescer:
+    """A coalescer whose Graph records each call's priority header and item urls."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        items = json.loads(request.content)["requests"]
+        seen.append((request.headers.get("x-ms-throttle-priority", ""), [i["url"] for i in items]))
+        return httpx.Response(
+            200, json={"responses": [answer(i) if answer else {"id": i["id"], "status": 204} for i in items]}
+        )
+
+    http = build_http_client(
+        GRAPH, GraphTokenAuth(_Token(), GRAPH), timeout_seconds=5, transport=httpx.MockTransport(handler)
+    )
+    return BatchCoalescer(GraphBatchClient(http), pacer=pacer, linger_seconds=0.01, max_wait_seconds=1)
+
+
+def _writes(prefix: str, n: int) -> list[BatchRequestItem]:
+    return [
+        BatchRequestItem(
+            f"{prefix}{i}", "PATCH", f"/users/{prefix}{i}", {"Content-Type": "application/json"}, {}
+        )
+        for i in range(n)
+    ]
+
+
+async def test_work_someone_waits_for_goes_ahead_of_bulk_work_and_says_so_to_graph() -> None:
+    seen: list[tuple[str, list[str]]] = []
+    pacer = Pacer(MemoryPaceStore(), {Lane.WRITES: LaneLimit(200, 20), Lane.UNITS: LaneLimit(1000, 1000)})
+    coalescer = _recording_coalescer(seen, pacer=pacer)
+
+    async def flow_arrives_later() -> dict[str, Any]:
+        await asyncio.sleep(0.02)
+        return await coalescer.send(_writes("flow", 20), priority=Priority.HIGH)
+
+    bulk, flow = await asyncio.gather(
+        coalescer.send(_writes("bulk", 100), priority=Priority.LOW), flow_arrives_later()
+    )
+    assert len(bulk) == 100
+    assert len(flow) == 20
+    flow_call = next(n for n, (_, urls) in enumerate(seen) if urls[0].startswith("/users/flow"))
+    assert flow_call < len(seen) - 1  # it did not wait for the bulk work to drain
+    assert seen[flow_call][0] == "High"
+    assert all(url.startswith("/users/flow") for url in seen[flow_call][1])  # one batch, not mixed
+    assert {header for header, urls in seen if urls[0].startswith("/users/bulk")} == {"Low"}
+
+
+async def test_a_429_in_one_batch_holds_the_next_batch_until_retry_after() -> None:
+    seen: list[tuple[str, list[str]]] = []
+    held: list[float] = []
+    pacer = Pacer(MemoryPaceStore(), {Lane.WRITES: LaneLimit(1000, 20), Lane.UNITS: LaneLimit(1000, 1000)})
+
+    def answer(item: dict[str, Any]) -> dict[str, Any]:
+        if len(seen) == 1 and item["id"] == "1":
+            return {"id": "1", "status": 429, "headers": {"Retry-After": "0.3"}, "body": {}}
+        return {"id": item["id"], "status": 204}
+
+    coalescer = _recording_coalescer(seen, pacer=pacer, answer=answer)
+    first = await coalescer.send(_writes("a", 20))
+    assert first["a0"].status == 429
+    held.append(pacer.hold_until())
+    started = time.time()
+    await coalescer.send(_writes("b", 1))
+    assert time.time() >= held[0] >= started  # the second call waited for Graph's window
