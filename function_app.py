@@ -1,29 +1,46 @@
-"""Azure Functions entry point: trigger wiring only; all behaviour lives in `batching`."""
+"""Azure Functions entry point: trigger wiring only; all behaviour lives in `batching`.
+
+Only `azure.functions` is imported here: the host indexes the functions from this module on
+every cold start, and the library (pydantic, httpx, the storage SDKs) loads on the first
+invocation instead, each door taking only what it uses.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import azure.functions as func
 
-from batching import http_api
-from batching.service import shared_service
-from batching.settings import get_settings
+if TYPE_CHECKING:
+    from batching.service import ProvisioningService
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
+async def _service() -> ProvisioningService:
+    from batching.service import shared_service
+    from batching.settings import get_settings
+
+    return await shared_service(get_settings())
+
+
 @app.route(route="jobs", methods=["POST"])
 async def submit_job(req: func.HttpRequest) -> func.HttpResponse:
-    return await http_api.post_job(req, await shared_service(get_settings()))
+    from batching import http_api
+
+    return await http_api.post_job(req, await _service())
 
 
 @app.route(route="jobs/{jobId}", methods=["GET"])
 async def job_status(req: func.HttpRequest) -> func.HttpResponse:
-    return await http_api.get_job(req, await shared_service(get_settings()))
+    from batching import http_api
+
+    return await http_api.get_job(req, await _service())
 
 
 @app.queue_trigger(arg_name="msg", queue_name="%PROVISIONING_QUEUE%", connection="AzureWebJobsStorage")
 async def process_queue_message(msg: func.QueueMessage) -> None:
-    service = await shared_service(get_settings())
+    service = await _service()
     await service.handle_queue_message(
         msg.get_body().decode("utf-8", errors="replace"), msg.id or "", msg.dequeue_count or 1
     )
@@ -31,7 +48,7 @@ async def process_queue_message(msg: func.QueueMessage) -> None:
 
 @app.queue_trigger(arg_name="msg", queue_name="%BULK_QUEUE%", connection="AzureWebJobsStorage")
 async def process_bulk_message(msg: func.QueueMessage) -> None:
-    service = await shared_service(get_settings())
+    service = await _service()
     await service.handle_queue_message(
         msg.get_body().decode("utf-8", errors="replace"), msg.id or "", msg.dequeue_count or 1, bulk=True
     )
@@ -39,5 +56,5 @@ async def process_bulk_message(msg: func.QueueMessage) -> None:
 
 @app.timer_trigger(schedule="%BULK_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 async def bulk_user_updates(timer: func.TimerRequest) -> None:
-    service = await shared_service(get_settings())
+    service = await _service()
     await service.bulk.run_once()

@@ -191,6 +191,7 @@ class BulkPickup:
         self._container = container
         self._store = store
         self.importer = BulkImporter(store, queue)
+        self._container_ready = False
         self.wait_seconds = wait_seconds
 
     async def ensure_container(self) -> None:
@@ -202,6 +203,9 @@ class BulkPickup:
 
     async def run_once(self) -> list[FileReport]:
         """Take every new file; wait up to `wait_seconds` for their jobs; move what finished."""
+        if not self._container_ready:
+            await self.ensure_container()
+            self._container_ready = True
         reports: list[FileReport] = []
         taken: list[_Taken] = []
         async with contextlib.AsyncExitStack() as leases:

@@ -10,12 +10,11 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import httpx
 from azure.core.exceptions import AzureError
 
-from batching.bulk_pickup import BulkPickup
 from batching.coalescer import BatchCoalescer
 from batching.errors import Problem
 from batching.graph.auth import GraphTokenAuth, TokenCredential, build_credential, check_graph_endpoint
@@ -31,6 +30,9 @@ from batching.settings import Settings
 from batching.storage import container_client, queue_client, table_client
 from batching.store import ResultStore
 from batching.workqueue import TakenMessage, WorkQueue, WorkQueues, WorkTooLarge, pack_work
+
+if TYPE_CHECKING:
+    from batching.bulk_pickup import BulkPickup
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +71,29 @@ class ProvisioningService:
         queues: WorkQueues,
         processor: Processor,
         coalescer: BatchCoalescer,
-        bulk: BulkPickup,
     ) -> None:
         self.settings = settings
         self._coalescer = coalescer
         self.store = store
         self.queues = queues
-        self.bulk = bulk
+        self._bulk: BulkPickup | None = None
         self._processor = processor
         self._close_graph: tuple[httpx.AsyncClient, TokenCredential] | None = None
         self._pace_store: TablePaceStore | None = None
+
+    @property
+    def bulk(self) -> BulkPickup:
+        """The bulk CSV pickup, loaded (with the blob SDK) only where it is used."""
+        if self._bulk is None:
+            from batching.bulk_pickup import BulkPickup
+
+            self._bulk = BulkPickup(
+                container_client(self.settings, self.settings.bulk_container),
+                self.store,
+                self.queues.bulk,
+                wait_seconds=self.settings.bulk_wait_seconds,
+            )
+        return self._bulk
 
     @property
     def queue(self) -> WorkQueue:
@@ -122,13 +137,7 @@ class ProvisioningService:
             max_wait_seconds=settings.replication_max_wait_seconds,
         )
         processor = Processor(coalescer, store, queues, policy, replication)
-        bulk = BulkPickup(
-            container_client(settings, settings.bulk_container),
-            store,
-            queues.bulk,
-            wait_seconds=settings.bulk_wait_seconds,
-        )
-        service = cls(settings, store, queues, processor, coalescer, bulk)
+        service = cls(settings, store, queues, processor, coalescer)
         service._close_graph = (http, credential)
         service._pace_store = pace_store
         return service
@@ -137,13 +146,13 @@ class ProvisioningService:
         await self.store.ensure_table()
         for queue in self.queues.all():
             await queue.ensure_queues()
-        await self.bulk.ensure_container()
 
     async def aclose(self) -> None:
         await self.store.close()
         for queue in self.queues.all():
             await queue.close()
-        await self.bulk.close()
+        if self._bulk is not None:
+            await self._bulk.close()
         if self._pace_store is not None:
             await self._pace_store.close()
         if self._close_graph is not None:

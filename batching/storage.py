@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.data.tables.aio import TableClient
-from azure.storage.blob.aio import ContainerClient
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
 from batching.settings import Settings
+
+if TYPE_CHECKING:
+    from azure.storage.blob.aio import ContainerClient
 
 
 class StorageNotConfigured(ValueError):
@@ -64,6 +66,8 @@ _BLOB_CHUNK_BYTES = 1 << 20
 
 
 def container_client(settings: Settings, container_name: str) -> ContainerClient:
+    from azure.storage.blob.aio import ContainerClient  # only the bulk pickup and CLI need blobs
+
     options: dict[str, Any] = {
         "max_single_get_size": _BLOB_CHUNK_BYTES,
         "max_chunk_get_size": _BLOB_CHUNK_BYTES,

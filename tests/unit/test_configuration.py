@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,13 @@ def test_host_json_can_be_overridden_by_app_settings_as_in_azure(monkeypatch: py
     assert options.max_dequeue_count == 2
     assert options.visibility_timeout == 1.5
     assert options.batch_size == 16  # the rest still from host.json
+
+
+def test_a_cold_start_imports_only_what_the_triggers_need() -> None:
+    """The host indexes function_app on every cold start: the library loads on first use."""
+    heavy = ("batching", "pydantic", "httpx", "azure.storage", "azure.data", "azure.identity", "rich")
+    probe = f"import sys, function_app; print(sorted(m for m in sys.modules if m.startswith({heavy!r})))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "[]"
