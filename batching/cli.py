@@ -152,9 +152,7 @@ async def failures(args: argparse.Namespace, service: ProvisioningService) -> in
 
 
 async def poison_list(args: argparse.Namespace, service: ProvisioningService) -> int:
-    listed = [
-        (queue, await PoisonReplay(service.store, queue).entries()) for queue in service.queues.all()
-    ]
+    listed = [(queue, await PoisonReplay(service.store, queue).entries()) for queue in service.queues.all()]
     if args.json:
         print(json.dumps([entry.to_json() for _, entries in listed for entry in entries], indent=2))
         return EXIT_OK

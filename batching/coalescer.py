@@ -91,13 +91,21 @@ class BatchCoalescer:
         """Answers for `items` by key, once the batches holding them have been sent.
         `priority`: one for all items, or one per item key.
         `caller_preparing`: the caller holds `preparing()`; it stops counting while it waits."""
-        if caller_preparing:
-            self._preparing -= 1
-        try:
+        if not caller_preparing:
             return await self._send(items, priority)
+        async with self.waiting():
+            return await self._send(items, priority)
+
+    @contextlib.asynccontextmanager
+    async def waiting(self) -> AsyncIterator[None]:
+        """Held by a caller inside `preparing()` while it only waits for answers: partial
+        batches stop waiting for it."""
+        self._preparing -= 1
+        self._arrived.set()
+        try:
+            yield
         finally:
-            if caller_preparing:
-                self._preparing += 1
+            self._preparing += 1
 
     async def _send(
         self, items: Sequence[BatchRequestItem], priority: Priority | Mapping[str, Priority]

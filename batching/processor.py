@@ -22,7 +22,7 @@ from batching.coalescer import BatchCoalescer
 from batching.graph.client import BatchRequestItem, ItemResponse
 from batching.graph.throttling import Priority
 from batching.models import MAX_OPERATIONS_PER_SUBMISSION, Operation, WorkItem, WorkPriority
-from batching.planner import Key, PlannedItem, WavePlanner
+from batching.planner import MAX_BATCH_SIZE, Key, PlannedItem, WavePlanner
 from batching.records import OperationOutcome, OperationStatus
 from batching.references import UnresolvedReference, has_references, resolve
 from batching.retry import RetryPolicy
@@ -147,22 +147,16 @@ class Processor:
                     continue
                 ready[_wire_key(planned_item.key)] = (planned_item, operation)
 
-            answers = await self._coalescer.send(
-                [BatchRequestItem(k, op.method, op.url, op.headers, op.body) for k, (_, op) in ready.items()],
-                priority={k: PRIORITIES[priority[p.job_id]] for k, (p, _) in ready.items()},
-                caller_preparing=True,
-            )
-            lookups: dict[str, tuple[PlannedItem, ItemResponse]] = {}
-            for key, (planned_item, _) in ready.items():
-                answer = answers[key]
-                verdict = classify(planned_item.item, answer, self._policy)
-                if verdict is Verdict.USER_EXISTS:
-                    lookups[key] = (planned_item, answer)
-                    continue
-                self._settle(planner, result, outputs, planned_item, answer, verdict)
-            if lookups:
-                await self._look_up_existing_users(planner, result, outputs, ready, lookups, priority)
             await self._commit(result, correlation, priority)
+            # Each batch-sized part is settled and recorded as soon as its answers are in, so
+            # results appear while the rest of the wave still waits for Graph's pace.
+            async with self._coalescer.waiting():
+                await asyncio.gather(
+                    *(
+                        self._send_part(planner, outputs, part, correlation, priority)
+                        for part in _parts(ready, MAX_BATCH_SIZE)
+                    )
+                )
 
         await asyncio.gather(
             *(
@@ -170,6 +164,31 @@ class Processor:
                 for job_id in correlation
             )
         )
+
+    async def _send_part(
+        self,
+        planner: WavePlanner,
+        outputs: dict[Key, JsonValue],
+        part: dict[str, tuple[PlannedItem, Operation]],
+        correlation: dict[str, str | None],
+        priority: dict[str, WorkPriority],
+    ) -> None:
+        result = _WaveResult()
+        answers = await self._coalescer.send(
+            [BatchRequestItem(k, op.method, op.url, op.headers, op.body) for k, (_, op) in part.items()],
+            priority={k: PRIORITIES[priority[p.job_id]] for k, (p, _) in part.items()},
+        )
+        lookups: dict[str, tuple[PlannedItem, ItemResponse]] = {}
+        for key, (planned_item, _) in part.items():
+            answer = answers[key]
+            verdict = classify(planned_item.item, answer, self._policy)
+            if verdict is Verdict.USER_EXISTS:
+                lookups[key] = (planned_item, answer)
+                continue
+            self._settle(planner, result, outputs, planned_item, answer, verdict)
+        if lookups:
+            await self._look_up_existing_users(planner, result, outputs, part, lookups, priority)
+        await self._commit(result, correlation, priority)
 
     def _settle(
         self,
@@ -218,7 +237,6 @@ class Processor:
         found = await self._coalescer.send(
             requests,
             priority={key: PRIORITIES[priority[planned.job_id]] for key, (planned, _) in conflicts.items()},
-            caller_preparing=True,
         )
         for key, (planned, conflict) in conflicts.items():
             answer = found[key]
@@ -399,6 +417,13 @@ class Processor:
                 for job_id, outcomes in result.outcomes.items()
             )
         )
+
+
+def _parts(
+    ready: dict[str, tuple[PlannedItem, Operation]], size: int
+) -> list[dict[str, tuple[PlannedItem, Operation]]]:
+    keys = list(ready)
+    return [{key: ready[key] for key in keys[start : start + size]} for start in range(0, len(keys), size)]
 
 
 def _ids_in_play(unit: WorkUnit) -> set[str]:
