@@ -207,7 +207,8 @@ def _feedback(batch: Sequence[_Waiting], response: BatchResponse) -> Mapping[Lan
         signal = ThrottleSignal.read(response.status, response.headers)
         if signal.throttled:  # the whole call was refused: every lane it used is held
             lanes = {_lane(w.item.method, signal) for w in batch} | {Lane.UNITS}
-            return {lane: Feedback(throttled=True, retry_after=signal.retry_after) for lane in lanes}
+            refused = Feedback(throttled=len(batch), retry_after=signal.retry_after, answers=len(batch))
+            return dict.fromkeys(lanes, refused)
         return seen
     for waiting in batch:
         answer = response.items.get(waiting.item.key)

@@ -52,6 +52,7 @@ class Pacer:
         self._shared: PaceRecord | None = None  # last state read or written, with its ETag
         self._etag: str | None = None
         self._local: PaceRecord = {lane: LaneState() for lane in Lane}  # used while degraded
+        self._sent: PaceRecord = {lane: LaneState() for lane in Lane}  # this instance's own sends
         self._degraded_until = 0.0
         self._pending: dict[Lane, Feedback] = {}
         self._holds: dict[Lane, float] = {}
@@ -85,7 +86,26 @@ class Pacer:
             if start - reserved_at > self._recheck_after and not self.degraded:
                 await self._refresh()  # a hold set elsewhere while this one waited voids it
             if self.hold_until(amounts) <= self._clock():
+                await self._keep_spacing(amounts)
                 return
+
+    async def _keep_spacing(self, amounts: Mapping[Lane, float]) -> None:
+        """Graph counts a batch when it arrives, not when it was granted: a batch that left late
+        (a busy event loop) must not be followed at once by the next one, or Graph sees both in
+        one burst. So this instance also paces its own sends, by when they really leave."""
+        now = self._clock()
+        start = now
+        planned: PaceRecord = {}
+        for lane, amount in amounts.items():
+            limit = self._limits[lane]
+            factor = self._shared[lane].factor if self._shared is not None else 1.0
+            planned[lane], lane_start = reserve(
+                self._sent[lane], LaneLimit(limit.rate * factor, limit.burst), amount, now
+            )
+            start = max(start, lane_start)
+        if start > now:
+            await self._sleep(start - now)
+        self._sent.update(planned)
 
     def observe(self, feedback: Mapping[Lane, Feedback]) -> None:
         """What Graph answered. A 429 holds its lane now; the rest rides on the next reservation."""

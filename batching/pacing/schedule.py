@@ -18,10 +18,13 @@ from enum import StrEnum
 from typing import Final
 
 MIN_FACTOR: Final = 0.1
-THROTTLED_FACTOR: Final = 0.7  # multiplied in on a 429
+# On 429s the rate drops in proportion to the share of answers refused: a stray item (clock or
+# network jitter at the edge of the budget) costs about 1 %, a refused batch a quarter; 429s
+# that go on cut again every second.
+THROTTLED_CUT: Final = 0.25
 RECOVERY_STEP: Final = 0.05  # added per clean second
 MAX_GROWTH: Final = 1.05  # largest rise per second while Graph reports usage
-USAGE_AIM: Final = 0.95  # share of Graph's limit the app steers toward when Graph reports usage
+USAGE_AIM: Final = 0.98  # share of Graph's limit the app steers toward when Graph reports usage
 ADJUST_INTERVAL_SECONDS: Final = 1.0
 
 
@@ -56,18 +59,22 @@ class LaneState:
 class Feedback:
     """What answers said about one lane since it was last reported."""
 
-    throttled: bool = False
+    throttled: int = 0  # items (or whole calls) answered 429
     retry_after: float | None = None
     usage: float | None = None  # x-ms-throttle-limit-percentage, highest seen
     answers: int = 0  # items answered in this lane
 
     def merge(self, other: Feedback) -> Feedback:
         return Feedback(
-            throttled=self.throttled or other.throttled,
+            throttled=self.throttled + other.throttled,
             retry_after=_highest(self.retry_after, other.retry_after),
             usage=_highest(self.usage, other.usage),
             answers=self.answers + other.answers,
         )
+
+    @property
+    def refused_share(self) -> float:
+        return min(1.0, self.throttled / max(1, self.answers))
 
     @property
     def empty(self) -> bool:
@@ -105,7 +112,7 @@ def adapt(state: LaneState, feedback: Feedback, now: float) -> LaneState:
     if feedback.empty or now - state.adjusted_at < ADJUST_INTERVAL_SECONDS:
         return state
     if feedback.throttled:
-        factor = state.factor * THROTTLED_FACTOR
+        factor = state.factor * (1 - THROTTLED_CUT * feedback.refused_share)
     elif feedback.usage is not None:
         factor = state.factor * min(MAX_GROWTH, max(0.5, USAGE_AIM / max(feedback.usage, 1e-6)))
     else:

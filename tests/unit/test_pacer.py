@@ -17,12 +17,14 @@ LIMITS = {Lane.WRITES: LaneLimit(20, 20), Lane.UNITS: LaneLimit(1000, 1000)}
 class VirtualTime:
     def __init__(self) -> None:
         self.now = 1_000_000.0
+        self.overshoot = 0.0  # the next sleep wakes this much late (a busy event loop)
 
     def clock(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
+        self.now += max(0.0, seconds) + self.overshoot
+        self.overshoot = 0.0
         await asyncio.sleep(0)
 
 
@@ -57,7 +59,7 @@ async def test_a_hold_learned_by_one_instance_is_honoured_by_the_other() -> None
     first, second = _pacer(store, time), _pacer(store, time)
     await first.acquire(RequestCost(writes=1, units=1))
     throttled_at = time.now
-    first.observe({Lane.WRITES: Feedback(throttled=True, retry_after=30, answers=1)})
+    first.observe({Lane.WRITES: Feedback(throttled=1, retry_after=30, answers=1)})
     await asyncio.sleep(0.01)  # the hold is published in the background
     await second.acquire(RequestCost(writes=1, units=1))
     assert time.now >= throttled_at + 30
@@ -66,7 +68,7 @@ async def test_a_hold_learned_by_one_instance_is_honoured_by_the_other() -> None
 async def test_reads_are_not_held_by_a_write_hold() -> None:
     store, time = MemoryPaceStore(), VirtualTime()
     pacer = _pacer(store, time)
-    pacer.observe({Lane.WRITES: Feedback(throttled=True, retry_after=60, answers=1)})
+    pacer.observe({Lane.WRITES: Feedback(throttled=1, retry_after=60, answers=1)})
     start = time.now
     await pacer.acquire(RequestCost(writes=0, units=2))
     assert time.now - start < 1
@@ -95,8 +97,19 @@ async def test_throttling_slows_the_shared_rate_for_every_instance() -> None:
     store, time = MemoryPaceStore(), VirtualTime()
     first, second = _pacer(store, time), _pacer(store, time)
     await first.acquire(RequestCost(writes=20, units=20))
-    first.observe({Lane.WRITES: Feedback(throttled=True, retry_after=0, answers=20)})
+    first.observe({Lane.WRITES: Feedback(throttled=12, retry_after=0, answers=20)})
     await asyncio.sleep(0.01)
     await second.acquire(RequestCost(writes=20, units=20))
     record, _ = await store.load()
-    assert record[Lane.WRITES].factor == pytest.approx(0.7)
+    assert record[Lane.WRITES].factor == pytest.approx(1 - 0.25 * 12 / 20)
+
+
+async def test_a_batch_that_left_late_is_not_followed_at_once_by_the_next() -> None:
+    time = VirtualTime()
+    pacer = _pacer(MemoryPaceStore(), time)
+    await pacer.acquire(RequestCost(writes=20, units=20))
+    time.overshoot = 0.8  # the event loop was busy: the second batch leaves 0.8 s late
+    await pacer.acquire(RequestCost(writes=20, units=20))
+    left_late = time.now
+    await pacer.acquire(RequestCost(writes=20, units=20))
+    assert time.now >= left_late + 1.0 - 1e-9  # a full interval after the late one, as Graph sees it

@@ -6,6 +6,7 @@ import pytest
 
 from batching.pacing.schedule import (
     MIN_FACTOR,
+    USAGE_AIM,
     Feedback,
     LaneLimit,
     LaneState,
@@ -54,26 +55,32 @@ def test_a_hold_stops_everything_until_it_ends_and_the_bucket_refills_from_then(
     assert hold(state, LIMIT, until=20.0) == state  # an earlier end never shortens a hold
 
 
-def test_a_429_slows_the_rate_once_per_interval_and_clean_answers_recover_it_gradually() -> None:
-    state = adapt(LaneState(), Feedback(throttled=True, retry_after=1, answers=20), now=100.0)
-    assert state.factor == pytest.approx(0.7)
-    assert adapt(state, Feedback(throttled=True, answers=20), now=100.5) == state
+def test_a_429_slows_the_rate_by_the_share_refused_once_per_interval() -> None:
+    stray = adapt(LaneState(), Feedback(throttled=1, retry_after=1, answers=20), now=100.0)
+    assert stray.factor == pytest.approx(1 - 0.25 / 20)  # one item of twenty at the edge: a small step
+    state = adapt(LaneState(), Feedback(throttled=20, retry_after=1, answers=20), now=100.0)
+    assert state.factor == pytest.approx(0.75)  # a whole batch refused: a quarter less
+    assert adapt(state, Feedback(throttled=20, answers=20), now=100.5) == state
+
+
+def test_clean_answers_recover_the_rate_gradually_and_never_above_the_budget() -> None:
+    state = LaneState(factor=0.7, adjusted_at=100.0)
     for second in range(1, 7):
         state = adapt(state, Feedback(answers=20), now=100.0 + second)
     assert state.factor == pytest.approx(1.0)
-    assert adapt(state, Feedback(answers=20), now=200.0).factor == 1.0  # never above the budget
+    assert adapt(state, Feedback(answers=20), now=200.0).factor == 1.0
 
 
 def test_reported_usage_steers_toward_the_aim_without_jumping() -> None:
     high = adapt(LaneState(), Feedback(usage=1.2, answers=1), now=10.0)
-    assert high.factor == pytest.approx(0.95 / 1.2)
+    assert high.factor == pytest.approx(USAGE_AIM / 1.2)
     low = LaneState(factor=0.5)
     assert adapt(low, Feedback(usage=0.81, answers=1), now=10.0).factor == pytest.approx(0.525)
 
 
 def test_the_rate_never_falls_below_the_floor() -> None:
     state = LaneState(factor=MIN_FACTOR)
-    assert adapt(state, Feedback(throttled=True, answers=1), now=10.0).factor == MIN_FACTOR
+    assert adapt(state, Feedback(throttled=1, answers=1), now=10.0).factor == MIN_FACTOR
 
 
 def test_a_slower_rate_spaces_reservations_further_apart() -> None:
