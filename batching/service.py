@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Extra messages are taken only while this process holds less work than a minute of budget.
-EXTRA_WORK_HORIZON_SECONDS: Final = 60.0
+# Extra messages are taken only while this process holds less work than this much budget.
+EXTRA_WORK_HORIZON_SECONDS: Final = 15.0
+EXTRA_PAGE: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +182,7 @@ class ProvisioningService:
             if existing.enqueued:
                 return Accepted(existing, created=False)
             summary = existing  # recorded earlier but never queued: finish that now
-        for message in messages:
-            await self.queue.send(message)
+        await asyncio.gather(*(self.queue.send(message) for message in messages))
         await self.store.mark_enqueued(job.job_id)
         summary.enqueued = True
         return Accepted(summary, created=True)
@@ -191,11 +191,12 @@ class ProvisioningService:
         summary = await self.store.get_summary(job_id)
         if summary is None:
             return None
-        operations = await self.store.operations(job_id)
-        summary.counts = {}
-        for record in operations:
-            summary.counts[record.status] = summary.counts.get(record.status, 0) + 1
-        return JobView(summary, operations)
+        # Counted from the statuses alone: a flow polls a running job often, and only the
+        # final answer carries every operation's result.
+        summary.counts = await self.store.count_statuses(job_id)
+        if not summary.done:
+            return JobView(summary, [])
+        return JobView(summary, await self.store.operations(job_id))
 
     # --- queue door ------------------------------------------------------------------------
 
@@ -212,8 +213,7 @@ class ProvisioningService:
         door = self.queues.bulk if bulk else self.queues.provisioning
         async with self._coalescer.preparing():
             own = await self._intake(door, text, message_id)
-            extras = await self._take_extras(door)
-            taken = await asyncio.gather(*(self._intake_extra(door, extra) for extra in extras))
+            extras, taken = await self._take_extras(door, len(own.items) if own else 0)
         units = [own] if own else []
         units.extend(unit for unit in taken if unit is not None)
         finished = [extra for extra, unit in zip(extras, taken, strict=True) if unit is None]
@@ -237,13 +237,26 @@ class ProvisioningService:
     def _extra_lease_seconds(self) -> int:
         return self.settings.queue_extra_lease_seconds
 
-    async def _take_extras(self, door: WorkQueue) -> list[TakenMessage]:
-        """More messages to fill batches, unless this process already holds more work than the
-        Graph budget lets it send within a lease (the rest waits on the queue for others)."""
+    async def _take_extras(
+        self, door: WorkQueue, in_hand: int
+    ) -> tuple[list[TakenMessage], list[WorkUnit | None]]:
+        """More messages to fill batches, a page at a time, while this process holds less work
+        than the Graph budget lets the fleet send in `EXTRA_WORK_HORIZON_SECONDS`; the rest
+        stays on the queue for other instances (and is never leased for long)."""
         horizon = self.settings.graph_writes_per_second * EXTRA_WORK_HORIZON_SECONDS
-        if not self.settings.queue_extra_messages or self._coalescer.backlog >= horizon:
-            return []
-        return await door.take(self.settings.queue_extra_messages, self._extra_lease_seconds)
+        held = self._coalescer.backlog + in_hand
+        extras: list[TakenMessage] = []
+        units: list[WorkUnit | None] = []
+        while len(extras) < self.settings.queue_extra_messages and held < horizon:
+            want = min(EXTRA_PAGE, self.settings.queue_extra_messages - len(extras))
+            page = await door.take(want, self._extra_lease_seconds)
+            taken = await asyncio.gather(*(self._intake_extra(door, extra) for extra in page))
+            extras.extend(page)
+            units.extend(taken)
+            held += sum(len(unit.items) for unit in taken if unit is not None)
+            if len(page) < want:
+                break
+        return extras, units
 
     async def _intake_extra(self, door: WorkQueue, extra: TakenMessage) -> WorkUnit | None:
         if extra.dequeue_count > self.settings.max_dequeue_count:

@@ -32,6 +32,9 @@ MAX_TRANSACTION: Final = 100
 _SUMMARY_RETRIES: Final = 10
 # The Table service allows at most 15 comparisons in one filter: PartitionKey plus 14 RowKeys.
 _KEYS_PER_QUERY: Final = 14
+# From this many operations on, reading the job's rows (at most a submission, 1,000) is cheaper
+# than key lookups; bulk parts (60 rows of a job of any size) stay below it.
+_SCAN_FROM_KEYS: Final = 300
 
 
 class ResultStore:
@@ -121,11 +124,17 @@ class ResultStore:
     ) -> None:
         now = utcnow()
         entities = [outcome.to_entity(job_id, correlation_id, now) for outcome in outcomes]
-        for start in range(0, len(entities), MAX_TRANSACTION):
-            chunk = entities[start : start + MAX_TRANSACTION]
-            await self._table.submit_transaction(
-                [("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk]
+        await asyncio.gather(
+            *(
+                self._table.submit_transaction(
+                    [("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk]
+                )
+                for chunk in (
+                    entities[start : start + MAX_TRANSACTION]
+                    for start in range(0, len(entities), MAX_TRANSACTION)
+                )
             )
+        )
 
     async def operations(self, job_id: str) -> list[OperationRecord]:
         """A job's operation rows in submission order."""
@@ -166,13 +175,16 @@ class ResultStore:
         if op_ids is None:
             return await self._statuses(job_id)
         ids = sorted(set(op_ids))
+        if len(ids) >= _SCAN_FROM_KEYS:  # one streamed query beats dozens of key lookups
+            wanted = set(ids)
+            return {key: status for key, status in (await self._statuses(job_id)).items() if key in wanted}
         groups = [ids[start : start + _KEYS_PER_QUERY] for start in range(0, len(ids), _KEYS_PER_QUERY)]
         found: dict[str, OperationStatus] = {}
         for part in await asyncio.gather(*(self._statuses(job_id, *group) for group in groups)):
             found.update(part)
         return found
 
-    async def _count_statuses(self, job_id: str) -> dict[OperationStatus, int]:
+    async def count_statuses(self, job_id: str) -> dict[OperationStatus, int]:
         """Rows per status, counted as they stream in (a large job is never held whole)."""
         counts: Counter[OperationStatus] = Counter()
         async for entity in self._table.query_entities(
@@ -207,7 +219,7 @@ class ResultStore:
                 return None
             if up_to is not None and summary.total > up_to:
                 return summary
-            summary.counts = await self._count_statuses(job_id)
+            summary.counts = await self.count_statuses(job_id)
             try:
                 await self._table.update_entity(
                     summary.to_entity(utcnow()),
