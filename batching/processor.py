@@ -66,11 +66,6 @@ class _WaveResult:
 
 
 _SEP: Final = "\n"
-PRIORITIES: Final[dict[WorkPriority, Priority]] = {
-    "high": Priority.HIGH,
-    "normal": Priority.NORMAL,
-    "low": Priority.LOW,
-}
 
 
 class _NotSendable(Exception):
@@ -176,7 +171,7 @@ class Processor:
         result = _WaveResult()
         answers = await self._coalescer.send(
             [BatchRequestItem(k, op.method, op.url, op.headers, op.body) for k, (_, op) in part.items()],
-            priority={k: PRIORITIES[priority[p.job_id]] for k, (p, _) in part.items()},
+            priority={k: Priority.named(priority[p.job_id]) for k, (p, _) in part.items()},
         )
         lookups: dict[str, tuple[PlannedItem, ItemResponse]] = {}
         for key, (planned_item, _) in part.items():
@@ -236,7 +231,9 @@ class Processor:
             requests.append(BatchRequestItem(key, "GET", f"/users/{quote(str(upn), safe='@')}"))
         found = await self._coalescer.send(
             requests,
-            priority={key: PRIORITIES[priority[planned.job_id]] for key, (planned, _) in conflicts.items()},
+            priority={
+                key: Priority.named(priority[planned.job_id]) for key, (planned, _) in conflicts.items()
+            },
         )
         for key, (planned, conflict) in conflicts.items():
             answer = found[key]

@@ -175,14 +175,18 @@ class ProvisioningService:
             return Invalid([Problem("operations", str(error))], status=413)
 
         summary = _new_summary(job, source="http")
-        if not await self.store.create_job(summary, _pending_rows(job)):
+        pending = _pending_rows(job)
+        if not await self.store.create_summary(summary, pending):
             existing = await self.store.get_summary(job.job_id)
             if existing is None or existing.body_hash != job.body_hash:
                 return Conflict(job.job_id)
             if existing.enqueued:
                 return Accepted(existing, created=False)
             summary = existing  # recorded earlier but never queued: finish that now
+        # The work goes on the queue first, so a flow's job starts while its rows are written;
+        # the Pending rows never overwrite an outcome that is already there.
         await asyncio.gather(*(self.queue.send(message) for message in messages))
+        await self.store.add_pending(job.job_id, job.correlation_id, pending)
         await self.store.mark_enqueued(job.job_id)
         summary.enqueued = True
         return Accepted(summary, created=True)
@@ -230,8 +234,7 @@ class ProvisioningService:
                     own, f"processing failed {dequeue_count} times ({type(error).__name__})"
                 )
             raise
-        for extra in leases.messages:
-            await door.delete(extra)
+        await leases.release()
 
     @property
     def _extra_lease_seconds(self) -> int:
@@ -362,12 +365,14 @@ def _work_queue(settings: Settings, name: str) -> WorkQueue:
 
 class ExtraLeases:
     """Keeps extra messages hidden while their work runs (it may wait a while for Graph's
-    pace); `messages` holds their latest pop receipts, for deleting them afterwards."""
+    pace); `messages` holds their latest pop receipts, for deleting them afterwards. Renewals
+    stop between two updates, never in the middle of one, so a receipt is never lost."""
 
     def __init__(self, door: WorkQueue, messages: list[TakenMessage], lease_seconds: int) -> None:
         self._door = door
         self.messages = messages
         self._lease = lease_seconds
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> ExtraLeases:
@@ -376,19 +381,28 @@ class ExtraLeases:
         return self
 
     async def __aexit__(self, *_: object) -> None:
+        self._stop.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
 
     async def _renew(self) -> None:
-        while True:
-            await asyncio.sleep(self._lease / 3)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._lease / 3)
+                return
             for index, message in enumerate(self.messages):
                 try:
                     self.messages[index] = await self._door.extend_lease(message, self._lease)
                 except AzureError:  # the message reappears for another invocation; nothing lost
                     log.warning("could not extend the lease of queue message %s", message.id)
+
+    async def release(self) -> None:
+        """Delete the messages whose work is recorded or re-enqueued."""
+        for message in self.messages:
+            try:
+                await self._door.delete(message)
+            except AzureError:  # it reappears later; its operations are final and not re-sent
+                log.warning("could not delete queue message %s; it will be seen again", message.id)
 
 
 def budget(settings: Settings) -> dict[Lane, LaneLimit]:

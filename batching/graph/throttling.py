@@ -35,6 +35,11 @@ class Priority(IntEnum):
     def header_value(self) -> str:
         return self.name.capitalize()
 
+    @classmethod
+    def named(cls, name: str) -> Priority:
+        """From the lower-case name work messages carry (`high`, `normal`, `low`)."""
+        return cls[name.upper()]
+
 
 def header(headers: Mapping[str, str], name: str) -> str | None:
     """A header by name in any case (Graph sends both `Retry-After` and `retry-after`)."""

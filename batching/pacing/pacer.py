@@ -23,6 +23,7 @@ from batching.pacing.store import PaceConflict, PaceRecord, PaceStore, PaceStore
 log = logging.getLogger(__name__)
 
 DEFAULT_HOLD_SECONDS: Final = 2.0  # a 429 without Retry-After
+SPACING_SLACK: Final = 1.03
 _MAX_RACES: Final = 12
 _T = TypeVar("_T")
 
@@ -81,8 +82,8 @@ class Pacer:
         while True:
             reserved_at = self._clock()
             start = await self._reserve(amounts)
-            if start > reserved_at:
-                await self._sleep(start - reserved_at)
+            if start > self._clock():
+                await self._sleep(start - self._clock())
             if start - reserved_at > self._recheck_after and not self.degraded:
                 await self._refresh()  # a hold set elsewhere while this one waited voids it
             if self.hold_until(amounts) <= self._clock():
@@ -92,7 +93,8 @@ class Pacer:
     async def _keep_spacing(self, amounts: Mapping[Lane, float]) -> None:
         """Graph counts a batch when it arrives, not when it was granted: a batch that left late
         (a busy event loop) must not be followed at once by the next one, or Graph sees both in
-        one burst. So this instance also paces its own sends, by when they really leave."""
+        one burst. So this instance also paces its own sends, by when they really leave, a
+        little faster than the budget (`SPACING_SLACK`) so a late batch is caught up with."""
         now = self._clock()
         start = now
         planned: PaceRecord = {}
@@ -100,7 +102,7 @@ class Pacer:
             limit = self._limits[lane]
             factor = self._shared[lane].factor if self._shared is not None else 1.0
             planned[lane], lane_start = reserve(
-                self._sent[lane], LaneLimit(limit.rate * factor, limit.burst), amount, now
+                self._sent[lane], LaneLimit(limit.rate * factor * SPACING_SLACK, limit.burst), amount, now
             )
             start = max(start, lane_start)
         if start > now:

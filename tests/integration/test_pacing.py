@@ -16,7 +16,16 @@ from typing import Any
 import httpx
 
 from devhost.stack import DevHost, ServedEmulator, start_devhost
-from tests.integration.helpers import bulk_container, poll_job, rows, run_bulk_pickup, wait_until
+from tests.integration.helpers import (
+    bulk_container,
+    job,
+    poll_job,
+    put_message,
+    queue_length,
+    rows,
+    run_bulk_pickup,
+    wait_until,
+)
 
 BUDGET = 20  # writes per second, for both hosts together
 
@@ -141,3 +150,19 @@ def test_a_flow_job_is_not_stuck_behind_a_bulk_drain(
 
     assert last_send(range(301, 321)) < last_send(range(1, 301))  # the flow did not wait for the drain
     assert all(r["Status"] == "Succeeded" for r in rows(app_env, "flow").values())
+
+
+def test_extra_messages_stay_leased_while_their_work_waits_for_graphs_pace(
+    graph: ServedEmulator, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    graph.emulator.tenant.seed_users(120)
+    for part in range(3):
+        users = range(part * 40 + 1, part * 40 + 41)
+        put_message(app_env, job(_patches(f"p{part}-", users), f"slow-{part}"), as_base64=False)
+    # 120 writes at 10/s take 12 s, twice the lease of the messages taken beside the first.
+    env = {**app_env, "GRAPH_WRITES_PER_SECOND": "10", "QUEUE_EXTRA_LEASE_SECONDS": "6"}
+    with _hosts([env], tmp_path):
+        wait_until(lambda: len(_write_times(graph)) >= 120 and queue_length(app_env) == 0, timeout=90)
+    sent = [item["url"] for call in graph.emulator.batch_calls() for item in call["items"]]
+    assert len(sent) == len(set(sent)) == 120  # nothing was taken again and sent twice
+    assert all(r["Status"] == "Succeeded" for n in range(3) for r in rows(app_env, f"slow-{n}").values())
