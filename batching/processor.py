@@ -102,10 +102,13 @@ class Processor:
         priority = {unit.job_id: unit.priority for unit in units}
         known: dict[Key, OperationStatus] = {}
         planned: list[PlannedItem] = []
-        all_statuses = await asyncio.gather(
-            *(self._store.statuses(unit.job_id, _ids_in_play(unit)) for unit in units)
-        )
-        for unit, statuses in zip(units, all_statuses, strict=True):
+        in_play: dict[str, set[str]] = defaultdict(set)
+        for unit in units:  # one read per job, however many of its messages are in hand
+            in_play[unit.job_id] |= _ids_in_play(unit)
+        read = await asyncio.gather(*(self._store.statuses(job_id, ids) for job_id, ids in in_play.items()))
+        by_job = dict(zip(in_play, read, strict=True))
+        for unit in units:
+            statuses = by_job[unit.job_id]
             known.update({(unit.job_id, op_id): status for op_id, status in statuses.items()})
             for item in unit.items:
                 # A redelivered message never re-sends what already has a final row.
@@ -146,12 +149,18 @@ class Processor:
             # Each batch-sized part is settled and recorded as soon as its answers are in, so
             # results appear while the rest of the wave still waits for Graph's pace.
             async with self._coalescer.waiting():
-                await asyncio.gather(
+                done = await asyncio.gather(
                     *(
                         self._send_part(planner, outputs, part, correlation, priority)
                         for part in _parts(ready, MAX_BATCH_SIZE)
-                    )
+                    ),
+                    return_exceptions=True,
                 )
+            # A part that could not be recorded fails the run, but only once every other part
+            # has recorded what Graph did (the message comes back; recorded work is not re-sent).
+            for failure in done:
+                if isinstance(failure, BaseException):
+                    raise failure
 
         await asyncio.gather(
             *(

@@ -13,7 +13,13 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 from pydantic import JsonValue
@@ -32,14 +38,19 @@ MAX_TRANSACTION: Final = 100
 _SUMMARY_RETRIES: Final = 10
 # The Table service allows at most 15 comparisons in one filter: PartitionKey plus 14 RowKeys.
 _KEYS_PER_QUERY: Final = 14
+# Outcome writes in flight per process (a wave records batch by batch, concurrently), and how
+# often one is tried when the connection drops.
+_CONCURRENT_WRITES: Final = 8
+_WRITE_ATTEMPTS: Final = 4
 # From this many operations on, reading the job's rows (at most a submission, 1,000) is cheaper
 # than key lookups; bulk parts (60 rows of a job of any size) stay below it.
 _SCAN_FROM_KEYS: Final = 300
 
 
 class ResultStore:
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: TableClient, *, max_concurrent_writes: int = _CONCURRENT_WRITES) -> None:
         self._table = table
+        self._writes = asyncio.Semaphore(max_concurrent_writes)
 
     async def ensure_table(self) -> None:
         with contextlib.suppress(ResourceExistsError):
@@ -82,7 +93,8 @@ class ResultStore:
 
         async def insert(chunk: list[dict[str, Any]]) -> None:
             try:
-                await self._table.submit_transaction([("create", entity) for entity in chunk])
+                async with self._writes:
+                    await self._table.submit_transaction([("create", entity) for entity in chunk])
             except TableTransactionError:  # some rows were written meanwhile: one by one
                 for entity in chunk:
                     try:
@@ -91,12 +103,7 @@ class ResultStore:
                         order = {"PartitionKey": job_id, "RowKey": entity["RowKey"], "Seq": entity.get("Seq")}
                         await self._table.update_entity(order, mode=UpdateMode.MERGE)
 
-        await asyncio.gather(
-            *(
-                insert(entities[start : start + MAX_TRANSACTION])
-                for start in range(0, len(entities), MAX_TRANSACTION)
-            )
-        )
+        await asyncio.gather(*(insert(chunk) for chunk in _transactions(entities)))
 
     async def delete_job(self, job_id: str) -> None:
         """Remove a job's summary and rows (a rejected job that is being submitted again)."""
@@ -157,17 +164,23 @@ class ResultStore:
     ) -> None:
         now = utcnow()
         entities = [outcome.to_entity(job_id, correlation_id, now) for outcome in outcomes]
-        await asyncio.gather(
-            *(
-                self._table.submit_transaction(
-                    [("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk]
-                )
-                for chunk in (
-                    entities[start : start + MAX_TRANSACTION]
-                    for start in range(0, len(entities), MAX_TRANSACTION)
-                )
-            )
-        )
+
+        async def upsert(chunk: list[dict[str, Any]]) -> None:
+            for attempt in range(_WRITE_ATTEMPTS):
+                try:
+                    async with self._writes:
+                        await self._table.submit_transaction(
+                            [("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk]
+                        )
+                    return
+                except (ServiceRequestError, ServiceResponseError):
+                    # The connection dropped (the SDK already retried it): an outcome Graph
+                    # has acted on is worth a few more seconds before the message is given up.
+                    if attempt == _WRITE_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.5 * 2**attempt)
+
+        await asyncio.gather(*(upsert(chunk) for chunk in _transactions(entities)))
 
     async def operations(self, job_id: str) -> list[OperationRecord]:
         """A job's operation rows in submission order."""
@@ -265,3 +278,8 @@ class ResultStore:
                 if error.status_code != 412:
                     raise
         return await self.get_summary(job_id)
+
+
+def _transactions(entities: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Entities of one partition in entity-group transactions of at most 100."""
+    return [entities[start : start + MAX_TRANSACTION] for start in range(0, len(entities), MAX_TRANSACTION)]
