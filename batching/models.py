@@ -4,6 +4,7 @@ work message. One pydantic model per shape; everything downstream uses `Job` / `
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Final, Literal
 
@@ -17,22 +18,93 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from batching.allowlist import header_problems, object_url_problems, url_as_sent, url_problem
+
 MAX_OPERATIONS_PER_SUBMISSION: Final = 1000
 WRITE_METHODS: Final = frozenset({"POST", "PATCH", "PUT", "DELETE"})
-JOB_ID_PATTERN: Final = r"^[A-Za-z0-9._-]{1,64}$"
+# Whole-string match even with `re.match` (`\Z`, not `$`, which also matches before a final
+# newline). Pydantic's own (Rust) regex engine has no `\Z`: models check it with `fullmatch`.
+JOB_ID_PATTERN: Final = r"^[A-Za-z0-9._-]{1,64}\Z"
+_JOB_ID: Final = re.compile(JOB_ID_PATTERN)
+
+# Limits on JSON values taken from callers (bodies, and every other field):
+# - nesting: a body may nest objects and arrays at most MAX_BODY_DEPTH levels (`{}` is one);
+#   Graph's own payloads for the allow-listed calls need fewer than ten. A whole document
+#   may nest at most MAX_DOCUMENT_DEPTH (a work message holds a body four levels down), and
+#   that is checked before any parser recurses.
+# - numbers: integers within Graph's Edm.Int64 range [-2**63, 2**63 - 1]; other numbers are
+#   finite doubles. NaN and Infinity are not JSON and are refused, never turned into null.
+# - text: no unpaired surrogates (`"\ud800"`): they are not Unicode and cannot be stored.
+MAX_BODY_DEPTH: Final = 32
+MAX_DOCUMENT_DEPTH: Final = MAX_BODY_DEPTH + 4
+MIN_INT: Final = -(2**63)
+MAX_INT: Final = 2**63 - 1
+MAX_CORRELATION_ID_LENGTH: Final = 256
 
 # Table keys may not hold / \ # ? or control characters (Table service rules).
-_ROW_KEY_FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
-# Headers the app owns: a message may not set credentials or transport framing.
-_RESERVED_HEADERS: Final = frozenset(
-    {"authorization", "host", "content-length", "transfer-encoding", "connection", "cookie"}
-)
-_ABSOLUTE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
-_VERSION_PREFIX = re.compile(r"^/?(v1\.0|beta)(/|$)", re.IGNORECASE)
+_ROW_KEY_FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_TEXT_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 Method = Literal["GET", "POST", "PATCH", "PUT", "DELETE"]
 # Who waits for the work: a flow (HTTP), another system (queue), nobody in particular (bulk).
 WorkPriority = Literal["high", "normal", "low"]
+
+
+def is_job_id(value: object) -> bool:
+    """Whether `value` is a valid job id (`[A-Za-z0-9._-]{1,64}`, the whole string)."""
+    return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
+
+
+def is_row_key(value: object) -> bool:
+    """Whether `value` can be an operation id: a Table RowKey of 1 to 255 characters."""
+    return isinstance(value, str) and 0 < len(value) <= 255 and not _ROW_KEY_FORBIDDEN.search(value)
+
+
+def is_clean_text(value: object, max_length: int) -> bool:
+    """Text without control characters or unpaired surrogates, at most `max_length` long."""
+    return isinstance(value, str) and len(value) <= max_length and not _TEXT_FORBIDDEN.search(value)
+
+
+def has_surrogate(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
+
+
+def json_value_problems(value: Any, max_depth: int = MAX_BODY_DEPTH) -> list[str]:
+    """Why a JSON value (a body) is outside the limits above; empty when it is within them.
+
+    Iterative: no input can exhaust the stack. Never echoes the value."""
+    problems: dict[str, None] = {}
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth + 1 > max_depth:
+                problems[f"is nested more than {max_depth} levels deep"] = None
+                continue
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        problems["has an object key that is not text"] = None
+                    elif _SURROGATE.search(key):
+                        problems["has an object key with an unpaired surrogate (not Unicode text)"] = None
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not MIN_INT <= item <= MAX_INT:
+                problems["has an integer outside Graph's 64-bit range"] = None
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                problems["has a number that is not finite (NaN and Infinity are not JSON)"] = None
+        elif isinstance(item, str):
+            if _SURROGATE.search(item):
+                problems["has text with an unpaired surrogate (not Unicode text)"] = None
+        else:
+            problems["has a value that is not JSON"] = None
+    return list(problems)
 
 
 def _as_text_id(value: Any) -> Any:
@@ -48,6 +120,18 @@ def _check_row_key(value: str) -> str:
     return value
 
 
+def _check_job_id(value: str) -> str:
+    if not is_job_id(value):
+        raise ValueError("must be 1 to 64 characters of A-Z a-z 0-9 . _ -")
+    return value
+
+
+def _check_correlation_id(value: str) -> str:
+    if _TEXT_FORBIDDEN.search(value):
+        raise ValueError("may not contain control characters or unpaired surrogates")
+    return value
+
+
 def _as_id_list(value: Any) -> Any:
     """`dependsOn` may arrive as one id instead of a list of ids."""
     if isinstance(value, (str, int)) and not isinstance(value, bool):
@@ -60,22 +144,23 @@ def _upper(value: Any) -> Any:
 
 
 def _check_relative_url(value: str) -> str:
-    if value.startswith("//") or _ABSOLUTE_URL.match(value):
-        raise ValueError("must be relative to the Graph version root, e.g. /users/{id}")
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in value) or "\\" in value:
-        raise ValueError("may not contain spaces, control characters or backslashes")
-    if _VERSION_PREFIX.match(value):
-        raise ValueError("leave out the Graph version: /users, not /v1.0/users")
-    path = value.split("?", 1)[0]
-    if any(segment in {".", ".."} for segment in path.split("/")):
-        raise ValueError("may not contain . or .. segments")
+    problem = url_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value if value.startswith("/") else f"/{value}"
 
 
 def _check_headers(value: dict[str, str]) -> dict[str, str]:
-    for name in value:
-        if name.lower() in _RESERVED_HEADERS:
-            raise ValueError(f"header {name!r} is set by the app and may not be given")
+    problems = header_problems(value)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return value
+
+
+def _check_body(value: JsonValue) -> JsonValue:
+    problems = json_value_problems(value) or object_url_problems(value)
+    if problems:
+        raise ValueError("; ".join(problems))
     return value
 
 
@@ -84,6 +169,10 @@ OperationId = Annotated[
     BeforeValidator(_as_text_id),
     Field(min_length=1, max_length=255),
     AfterValidator(_check_row_key),
+]
+JobId = Annotated[str, AfterValidator(_check_job_id)]
+CorrelationId = Annotated[
+    str, Field(max_length=MAX_CORRELATION_ID_LENGTH), AfterValidator(_check_correlation_id)
 ]
 GraphUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_check_relative_url)]
 
@@ -99,23 +188,25 @@ class OperationSpec(_Strict):
     method: Annotated[Method, BeforeValidator(_upper)]
     url: GraphUrl
     headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(default_factory=dict)
-    body: JsonValue = None
-    depends_on: Annotated[list[OperationId], BeforeValidator(_as_id_list)] = Field(default_factory=list)
+    body: Annotated[JsonValue, AfterValidator(_check_body)] = None
+    depends_on: Annotated[
+        list[OperationId], BeforeValidator(_as_id_list), Field(max_length=MAX_OPERATIONS_PER_SUBMISSION)
+    ] = Field(default_factory=list)
 
 
 class JobSubmission(_Strict):
     """The public message, version 1: accepted on the queue and by `POST /api/jobs`."""
 
-    job_id: Annotated[str | None, Field(pattern=JOB_ID_PATTERN)] = None
-    correlation_id: Annotated[str | None, Field(max_length=256)] = None
+    job_id: JobId | None = None
+    correlation_id: CorrelationId | None = None
     operations: Annotated[list[OperationSpec], Field(min_length=1, max_length=MAX_OPERATIONS_PER_SUBMISSION)]
 
 
 class GraphBatchSubmission(_Strict):
     """A Graph `$batch` body taken unchanged, as flows and scripts already build it."""
 
-    job_id: Annotated[str | None, Field(pattern=JOB_ID_PATTERN)] = None
-    correlation_id: Annotated[str | None, Field(max_length=256)] = None
+    job_id: JobId | None = None
+    correlation_id: CorrelationId | None = None
     requests: Annotated[list[OperationSpec], Field(min_length=1, max_length=MAX_OPERATIONS_PER_SUBMISSION)]
 
 
@@ -133,10 +224,13 @@ class Operation(BaseModel):
 
     @classmethod
     def from_spec(cls, spec: OperationSpec) -> Operation:
-        """Normalise; an output reference (`{{op.path}}`) makes `op` a dependency."""
+        """Normalise; an output reference (`{{op.path}}`) makes `op` a dependency.
+
+        The URL is kept as it will be sent (`url_as_sent`): query options encoded, so what
+        the processor sends is already safe and two spellings of one job hash the same."""
         from batching.references import referenced_ids
 
-        headers = dict(spec.headers)
+        headers = dict(spec.headers)  # names as given: Graph matches them case-insensitively
         body = spec.body
         if spec.method in WRITE_METHODS:
             if not any(name.lower() == "content-type" for name in headers):
@@ -146,7 +240,7 @@ class Operation(BaseModel):
         return cls(
             id=spec.id,
             method=spec.method,
-            url=spec.url,
+            url=url_as_sent(spec.url),
             headers=headers,
             body=body,
             depends_on=tuple(

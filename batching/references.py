@@ -3,7 +3,16 @@ JSON response of operation `opId` in the same job (`{{group.id}}`, `{{lookup.val
 
 Graph cannot pass values between batch items; this is how a job chains create -> use.
 A string that is exactly one reference takes the referenced JSON value as is; a reference
-inside a longer string is replaced by its text (URL-encoded inside a url).
+inside a longer string is replaced by its text, made safe for where it lands:
+
+- in the URL path: percent-encoded as one segment (a `/` in the value is `%2F`, never a new
+  segment); a value that cannot be one segment (empty, `.`, `..`, or holding `/ \\ %` or
+  control characters) fails the operation instead;
+- in the URL query, inside a quoted OData string (`$filter=mail eq '{{x.mail}}'`): quotes
+  doubled (`O'Brien` -> `O''Brien`), then every reserved character percent-encoded;
+- in the URL query outside a quoted string (`$filter=id eq {{x.id}}`): only a plain id,
+  number or word is inserted; anything else would change the query and fails the operation;
+- in a header: the result must still be printable ASCII.
 """
 
 from __future__ import annotations
@@ -15,10 +24,18 @@ from urllib.parse import quote
 
 from pydantic import JsonValue
 
+from batching.allowlist import ALLOWED_HEADERS, REFERENCE, header_value_problem
 from batching.models import Operation
 
-REFERENCE: Final = re.compile(r"\{\{\s*([^.{}\s]+)((?:\.[^.{}\s]+)*)\s*\}\}")
-_URL_SAFE: Final = "@'!$&()*+,;=:~-._"
+__all__ = ["REFERENCE", "UnresolvedReference", "has_references", "referenced_ids", "resolve"]
+
+# Characters a path segment keeps as they are (RFC 3986 sub-delims, ':' and '@'); `quote`
+# keeps letters, digits and `-._~` too, and encodes everything else, `/` included.
+_SEGMENT_SAFE: Final = "!$&'()*+,;=:@"
+# A value inserted into the query outside a quoted string: an id, number, boolean or date.
+_PLAIN_QUERY_VALUE: Final = re.compile(r"[A-Za-z0-9._~:-]+")
+_QUOTE: Final = re.compile(r"'|%27", re.IGNORECASE)
+_UNSAFE_IN_SEGMENT: Final = re.compile(r"[/\\%\x00-\x1f\x7f-\x9f]")
 
 
 class UnresolvedReference(ValueError):
@@ -26,15 +43,18 @@ class UnresolvedReference(ValueError):
 
 
 def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(key)
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
+    """Every string in a JSON value, keys included (iterative: any depth)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                stack.append(child)
+                stack.append(key)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
 
 
 def referenced_ids(url: str, headers: Mapping[str, str], body: Any) -> list[str]:
@@ -52,8 +72,8 @@ def has_references(operation: Operation) -> bool:
 
 def resolve(operation: Operation, outputs: Mapping[str, JsonValue]) -> Operation:
     """The operation with every reference replaced; raises UnresolvedReference naming it."""
-    url = _substitute_text(operation.url, outputs, encode=True)
-    headers = {key: _substitute_text(value, outputs) for key, value in operation.headers.items()}
+    url = _substitute_url(operation.url, outputs)
+    headers = {name: _substitute_header(name, value, outputs) for name, value in operation.headers.items()}
     return operation.model_copy(
         update={"url": url, "headers": headers, "body": _substitute_value(operation.body, outputs)}
     )
@@ -78,18 +98,70 @@ def _lookup(match: re.Match[str], outputs: Mapping[str, JsonValue]) -> JsonValue
     return value
 
 
-def _substitute_text(text: str, outputs: Mapping[str, JsonValue], *, encode: bool = False) -> str:
-    def replace(match: re.Match[str]) -> str:
-        value = _lookup(match, outputs)
-        if isinstance(value, (dict, list)):
-            raise UnresolvedReference(f"{match.group(0)}: is an object, not text")
-        text_value = str(value).lower() if isinstance(value, bool) else str(value)
-        return quote(text_value, safe=_URL_SAFE) if encode else text_value
+def _text(match: re.Match[str], outputs: Mapping[str, JsonValue]) -> str:
+    value = _lookup(match, outputs)
+    if isinstance(value, (dict, list)):
+        raise UnresolvedReference(f"{match.group(0)}: is an object, not text")
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
-    return REFERENCE.sub(replace, text)
+
+def _encode(match: re.Match[str], text: str, safe: str) -> str:
+    try:
+        return quote(text, safe=safe)
+    except UnicodeEncodeError:
+        raise UnresolvedReference(f"{match.group(0)}: the value is not Unicode text") from None
+
+
+def _substitute_url(url: str, outputs: Mapping[str, JsonValue]) -> str:
+    """Replace references in a URL, each encoded for the part of the URL it lands in."""
+    out: list[str] = []
+    own_text = ""  # the URL's own text so far, references left out
+    last = 0
+    for match in REFERENCE.finditer(url):
+        before = url[last : match.start()]
+        out.append(before)
+        own_text += before
+        text = _text(match, outputs)
+        if "?" in own_text:
+            query = own_text.split("?", 1)[1]
+            if len(_QUOTE.findall(query)) % 2 == 1:  # inside a quoted OData string
+                out.append(_encode(match, text.replace("'", "''"), safe=""))
+            elif _PLAIN_QUERY_VALUE.fullmatch(text):
+                out.append(text)
+            else:
+                raise UnresolvedReference(
+                    f"{match.group(0)}: outside a quoted string in the query only a plain id, number "
+                    f"or word can be inserted; quote it: '{match.group(0)}'"
+                )
+        else:
+            whole_segment = before.endswith("/") and url[match.end() : match.end() + 1] in {"", "/", "?"}
+            if _UNSAFE_IN_SEGMENT.search(text) or (whole_segment and text in {"", ".", ".."}):
+                raise UnresolvedReference(
+                    f"{match.group(0)}: the value cannot be a URL path segment "
+                    "(it is empty, . or .., or holds / \\ % or control characters)"
+                )
+            out.append(_encode(match, text, safe=_SEGMENT_SAFE))
+        last = match.end()
+    out.append(url[last:])
+    return "".join(out)
+
+
+def _substitute_header(name: str, value: str, outputs: Mapping[str, JsonValue]) -> str:
+    resolved = _substitute_text(value, outputs)
+    if resolved != value:
+        problem = header_value_problem(ALLOWED_HEADERS.get(name.lower(), "the header"), resolved)
+        if problem:
+            raise UnresolvedReference(f"a referenced value cannot be sent in a header: {problem}")
+    return resolved
+
+
+def _substitute_text(text: str, outputs: Mapping[str, JsonValue]) -> str:
+    return REFERENCE.sub(lambda match: _text(match, outputs), text)
 
 
 def _substitute_value(value: JsonValue, outputs: Mapping[str, JsonValue]) -> JsonValue:
+    """References in a body replaced. Recursive, over a body whose depth intake bounds
+    (`MAX_BODY_DEPTH`); the values put in are never walked."""
     if isinstance(value, str):
         whole = REFERENCE.fullmatch(value.strip())
         return _lookup(whole, outputs) if whole else _substitute_text(value, outputs)

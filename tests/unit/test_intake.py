@@ -84,7 +84,7 @@ def test_duplicate_ids_unknown_dependencies_and_self_dependency_are_named() -> N
     )
     assert "duplicate id" in problems["operations[1].id"]
     assert problems["operations[0].dependsOn[0]"] == "an operation cannot depend on itself"
-    assert problems["operations[1].dependsOn[0]"] == "unknown operation id 'zz'"
+    assert problems["operations[1].dependsOn[0]"] == "names no operation of this job"
 
 
 def test_cycle_is_rejected_with_its_path() -> None:
@@ -97,12 +97,14 @@ def test_cycle_is_rejected_with_its_path() -> None:
             ]
         }
     )
-    assert list(problems.values()) == ["dependency cycle: a -> c -> b -> a"]
+    assert list(problems.values()) == [
+        "dependency cycle: operations[0] -> operations[2] -> operations[1] -> operations[0]"
+    ]
 
 
 def test_operations_outside_the_allow_list_are_rejected() -> None:
     problems = _problems({"operations": [{"id": "a", "method": "POST", "url": "/applications"}]})
-    assert problems == {"operations[0].url": "POST /applications is not an allowed operation"}
+    assert problems == {"operations[0].url": "POST /* is not an allowed operation"}
 
 
 def test_app_owned_headers_and_version_prefixes_are_refused() -> None:
@@ -120,7 +122,7 @@ def test_app_owned_headers_and_version_prefixes_are_refused() -> None:
         }
     )
     assert "leave out the Graph version" in problems["operations[0].url"]
-    assert "'authorization'" in problems["operations[0].headers"]
+    assert problems["operations[0].headers"] == "header Authorization is set by the app and may not be given"
     assert "." in problems["operations[1].url"]
 
 
