@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
-# Graph's national clouds (the same hosts `batching.graph.auth` sends tokens to): the only
-# hosts an `@odata.id` or `@odata.bind` URL may name.
+# Graph's national clouds: the only hosts the token is sent to (`batching.graph.auth`) and an
+# `@odata.id` or `@odata.bind` URL may name.
 GRAPH_HOSTS: Final = frozenset(
     {
         "graph.microsoft.com",

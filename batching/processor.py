@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from pydantic import JsonValue
 
-from batching.allowlist import find_allowed
+from batching.allowlist import GRAPH_HOSTS, sendable_problems
 from batching.classify import Verdict, classify
 from batching.coalescer import BatchCoalescer
 from batching.graph.client import BatchRequestItem, ItemResponse
@@ -85,8 +85,11 @@ class Processor:
         queues: WorkQueues,
         policy: RetryPolicy,
         replication: ReplicationPolicy | None = None,
+        *,
+        graph_hosts: frozenset[str] = GRAPH_HOSTS,
     ) -> None:
         self._coalescer = coalescer
+        self._graph_hosts = graph_hosts  # hosts object URLs (`@odata.id`) may name
         self._store = store
         self._queues = queues
         self._policy = policy
@@ -232,12 +235,20 @@ class Processor:
         conflicts: dict[str, tuple[PlannedItem, ItemResponse]],
         priority: dict[str, WorkPriority],
     ) -> None:
-        """A user create that Graph says exists succeeded before: fetch it so references resolve."""
+        """A user create that Graph says exists succeeded before: fetch it so references resolve.
+
+        The lookup is a request the app makes on its own, so it passes the same gate as any
+        operation; one that would not is not sent, and Graph's conflict stands."""
         requests = []
-        for key in conflicts:
+        for key, (planned, conflict) in list(conflicts.items()):
             body = ready[key][1].body
             upn = body.get("userPrincipalName") if isinstance(body, dict) else None
-            requests.append(BatchRequestItem(key, "GET", f"/users/{quote(str(upn), safe='@')}"))
+            url = f"/users/{quote(str(upn), safe='@')}"
+            if sendable_problems("GET", url, {}, None, graph_hosts=self._graph_hosts):
+                self._settle(planner, result, outputs, planned, conflict, Verdict.FAILED)
+                del conflicts[key]
+                continue
+            requests.append(BatchRequestItem(key, "GET", url))
         found = await self._coalescer.send(
             requests,
             priority={
@@ -380,11 +391,11 @@ class Processor:
                 operation = resolve(operation, job_outputs)
             except UnresolvedReference as error:
                 raise _NotSendable("unresolvedReference", str(error)) from error
-        path = operation.url.split("?", 1)[0]
-        if find_allowed(operation.method, path) is None:
-            raise _NotSendable(
-                "operationNotAllowed", f"{operation.method} {path} is not an allowed operation"
-            )
+        problems = sendable_problems(
+            operation.method, operation.url, operation.headers, operation.body, graph_hosts=self._graph_hosts
+        )
+        if problems:
+            raise _NotSendable("operationNotAllowed", "; ".join(problems))
         return operation
 
     async def _earlier_outputs(self, planned: list[PlannedItem]) -> dict[Key, JsonValue]:

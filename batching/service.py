@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 import httpx
 from azure.core.exceptions import AzureError
 
+from batching.allowlist import object_url_hosts
 from batching.coalescer import BatchCoalescer
 from batching.errors import Problem
 from batching.graph.auth import GraphTokenAuth, TokenCredential, build_credential, check_graph_endpoint
@@ -137,7 +138,14 @@ class ProvisioningService:
             first_delay_seconds=settings.replication_retry_seconds,
             max_wait_seconds=settings.replication_max_wait_seconds,
         )
-        processor = Processor(coalescer, store, queues, policy, replication)
+        processor = Processor(
+            coalescer,
+            store,
+            queues,
+            policy,
+            replication,
+            graph_hosts=object_url_hosts(settings.graph_base_url),
+        )
         service = cls(settings, store, queues, processor, coalescer)
         service._close_graph = (http, credential)
         service._pace_store = pace_store

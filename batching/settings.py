@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         default=300, ge=5, le=3600, validation_alias=AliasChoices("QUEUE_EXTRA_LEASE_SECONDS")
     )
     graph_writes_per_second: float = Field(
-        default=19.0, gt=0, le=1000, validation_alias=AliasChoices("GRAPH_WRITES_PER_SECOND")
+        default=19.5, gt=0, le=1000, validation_alias=AliasChoices("GRAPH_WRITES_PER_SECOND")
     )
     graph_read_units_per_second: float = Field(
         default=300.0, gt=0, le=10000, validation_alias=AliasChoices("GRAPH_READ_UNITS_PER_SECOND")

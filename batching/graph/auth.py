@@ -16,17 +16,11 @@ from typing import Any, Final, Protocol
 import httpx
 from azure.core.credentials import AccessToken
 
+from batching.allowlist import GRAPH_HOSTS
 from batching.settings import Settings
 
-# Graph's national clouds; a token for one of them is only ever sent to that host.
-GRAPH_HOSTS: Final = frozenset(
-    {
-        "graph.microsoft.com",
-        "graph.microsoft.us",
-        "dod-graph.microsoft.us",
-        "microsoftgraph.chinacloudapi.cn",
-    }
-)
+# Graph's national clouds (one list, in the allow-list module); a token for one of them is
+# only ever sent to that host.
 REFRESH_MARGIN_SECONDS: Final = 300
 
 

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOLD_SECONDS: Final = 2.0  # a 429 without Retry-After
 SPACING_SLACK: Final = 1.03
+_RECHECK_LEAD_SECONDS: Final = 0.3
 _MAX_RACES: Final = 12
 _T = TypeVar("_T")
 
@@ -82,10 +83,13 @@ class Pacer:
         while True:
             reserved_at = self._clock()
             start = await self._reserve(amounts)
+            if start - reserved_at > self._recheck_after and not self.degraded:
+                # A hold set elsewhere while this one waited voids it: look again shortly
+                # before the start, so the read never makes the batch itself late.
+                await self._sleep(max(0.0, start - self._clock() - _RECHECK_LEAD_SECONDS))
+                await self._refresh()
             if start > self._clock():
                 await self._sleep(start - self._clock())
-            if start - reserved_at > self._recheck_after and not self.degraded:
-                await self._refresh()  # a hold set elsewhere while this one waited voids it
             if self.hold_until(amounts) <= self._clock():
                 await self._keep_spacing(amounts)
                 return

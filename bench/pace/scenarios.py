@@ -40,7 +40,7 @@ from devhost.stack import Azurite, run_azurite
 
 LIMIT_100 = Limits(writes_per_second=100, write_burst=20)
 LIMIT_20 = Limits(writes_per_second=20, write_burst=20)  # Graph's real shape for a tenant
-APP_WRITES_100 = 97  # the app's write budget, a 3 % margin under the emulated 100/s
+APP_WRITES_100 = 98  # the app's write budget, a 2 % margin under the emulated 100/s
 URGENT_OPS = 20
 URGENT_TARGET_SECONDS = 10.0  # well under the ~40 s a job queued behind the drain would wait
 IMPORT_TARGET_SECONDS = 0.150

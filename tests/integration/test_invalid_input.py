@@ -103,3 +103,54 @@ def test_a_hand_written_work_message_cannot_send_an_operation_outside_the_allow_
 
     assert rows(app_env, "forged")["x"]["ErrorCode"] == "operationNotAllowed"
     assert graph.emulator.batch_calls() == []
+
+
+def test_a_hand_written_work_message_is_checked_at_send_time_like_intake(
+    graph: ServedEmulator, app_env: dict[str, str], devhost: DevHost
+) -> None:
+    graph.emulator.tenant.seed_users(2)
+    evil = "https://attacker.example/v1.0/directoryObjects/x"
+    forged = {
+        "kind": "provisioning.work",
+        "jobId": "forged-forms",
+        "items": [
+            {
+                "operation": {
+                    "id": "header",
+                    "method": "PATCH",
+                    "url": "/users/user1@contoso.com",
+                    "headers": {"Content-Type": "application/json", "Authorization ": "Bearer stolen"},
+                    "body": {"jobTitle": "x"},
+                }
+            },
+            {
+                "operation": {
+                    "id": "ref",
+                    "method": "POST",
+                    "url": "/groups/g1/members/$ref",
+                    "headers": {"Content-Type": "application/json"},
+                    "body": {"@odata.id": evil},
+                }
+            },
+            {
+                "operation": {
+                    "id": "dots",
+                    "method": "PATCH",
+                    "url": "/users/%2e%2e/groups",
+                    "headers": {"Content-Type": "application/json"},
+                    "body": {},
+                }
+            },
+        ],
+    }
+    put_message(app_env, json.dumps(forged), as_base64=False)
+
+    wait_until(lambda: len(rows(app_env, "forged-forms")) == 3, timeout=30)
+    wait_until(
+        lambda: all(r["Status"] != "Pending" for r in rows(app_env, "forged-forms").values()), timeout=30
+    )
+    stored = rows(app_env, "forged-forms")
+    assert {r["ErrorCode"] for r in stored.values()} == {"operationNotAllowed"}
+    assert graph.emulator.batch_calls() == []
+    assert "stolen" not in devhost.log()
+    assert all("attacker" not in str(r) and "stolen" not in str(r) for r in stored.values())

@@ -576,12 +576,6 @@ def test_object_url_hosts_follow_the_configured_cloud() -> None:
     assert object_url_hosts("http://127.0.0.1:7072/v1.0") == GRAPH_HOSTS  # the emulator
 
 
-def test_graph_hosts_match_the_hosts_tokens_are_sent_to() -> None:
-    from batching.graph.auth import GRAPH_HOSTS as TOKEN_HOSTS
-
-    assert GRAPH_HOSTS == TOKEN_HOSTS
-
-
 # --- the allow-list matches decoded paths ---------------------------------------------------------
 
 
