@@ -19,9 +19,9 @@ from typing import Final
 
 MIN_FACTOR: Final = 0.1
 # On 429s the rate drops in proportion to the share of answers refused: a stray item (clock or
-# network jitter at the edge of the budget) costs about 1 %, a refused batch a quarter; 429s
-# that go on cut again every second.
-THROTTLED_CUT: Final = 0.25
+# network jitter at the edge of the budget) costs half a percent, a refused batch a tenth;
+# 429s that go on cut again every second, and Graph's reported usage does the rest.
+THROTTLED_CUT: Final = 0.1
 RECOVERY_STEP: Final = 0.05  # added per clean second
 MAX_GROWTH: Final = 1.05  # largest rise per second while Graph reports usage
 USAGE_AIM: Final = 0.98  # share of Graph's limit the app steers toward when Graph reports usage
@@ -114,7 +114,10 @@ def adapt(state: LaneState, feedback: Feedback, now: float) -> LaneState:
     if feedback.throttled:
         factor = state.factor * (1 - THROTTLED_CUT * feedback.refused_share)
     elif feedback.usage is not None:
-        factor = state.factor * min(MAX_GROWTH, max(0.5, USAGE_AIM / max(feedback.usage, 1e-6)))
+        # Graph reports usage over its own window, which lags: above the aim the rate is set
+        # (not multiplied) to the share that would meet it, so a slow window never compounds.
+        share = USAGE_AIM / max(feedback.usage, 1e-6)
+        factor = min(state.factor, share) if share < 1 else state.factor * min(MAX_GROWTH, share)
     else:
         factor = state.factor + RECOVERY_STEP
     factor = min(1.0, max(MIN_FACTOR, factor))

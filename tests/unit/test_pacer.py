@@ -101,7 +101,7 @@ async def test_throttling_slows_the_shared_rate_for_every_instance() -> None:
     await asyncio.sleep(0.01)
     await second.acquire(RequestCost(writes=20, units=20))
     record, _ = await store.load()
-    assert record[Lane.WRITES].factor == pytest.approx(1 - 0.25 * 12 / 20)
+    assert record[Lane.WRITES].factor == pytest.approx(1 - 0.1 * 12 / 20)
 
 
 async def test_a_batch_that_left_late_is_not_followed_at_once_by_the_next() -> None:

@@ -57,9 +57,9 @@ def test_a_hold_stops_everything_until_it_ends_and_the_bucket_refills_from_then(
 
 def test_a_429_slows_the_rate_by_the_share_refused_once_per_interval() -> None:
     stray = adapt(LaneState(), Feedback(throttled=1, retry_after=1, answers=20), now=100.0)
-    assert stray.factor == pytest.approx(1 - 0.25 / 20)  # one item of twenty at the edge: a small step
+    assert stray.factor == pytest.approx(1 - 0.1 / 20)  # one item of twenty at the edge: a small step
     state = adapt(LaneState(), Feedback(throttled=20, retry_after=1, answers=20), now=100.0)
-    assert state.factor == pytest.approx(0.75)  # a whole batch refused: a quarter less
+    assert state.factor == pytest.approx(0.9)  # a whole batch refused: a tenth less
     assert adapt(state, Feedback(throttled=20, answers=20), now=100.5) == state
 
 
@@ -74,6 +74,8 @@ def test_clean_answers_recover_the_rate_gradually_and_never_above_the_budget() -
 def test_reported_usage_steers_toward_the_aim_without_jumping() -> None:
     high = adapt(LaneState(), Feedback(usage=1.2, answers=1), now=10.0)
     assert high.factor == pytest.approx(USAGE_AIM / 1.2)
+    # the same lagging report a second later does not cut again
+    assert adapt(high, Feedback(usage=1.2, answers=1), now=11.0).factor == pytest.approx(USAGE_AIM / 1.2)
     low = LaneState(factor=0.5)
     assert adapt(low, Feedback(usage=0.81, answers=1), now=10.0).factor == pytest.approx(0.525)
 
