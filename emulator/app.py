@@ -216,12 +216,7 @@ class GraphEmulator:
     # --- $batch --------------------------------------------------------------------------
 
     async def batch(self, request: Request) -> Response:
-        request_id = str(uuid.uuid4())
-        record: dict[str, Any] = {"at": time.time(), "kind": "batch", "requestId": request_id, "items": []}
-        headers = {
-            "request-id": request_id,
-            "client-request-id": request.headers.get("client-request-id", ""),
-        }
+        record, headers = _start_call("batch", request)
         token = _bearer(request)
         if token is None:
             return self._finish(
@@ -276,12 +271,7 @@ class GraphEmulator:
 
     async def direct(self, request: Request) -> Response:
         """One request outside a batch, run like one batch item (faults, throttling, limits)."""
-        request_id = str(uuid.uuid4())
-        record: dict[str, Any] = {"at": time.time(), "kind": "direct", "requestId": request_id, "items": []}
-        headers = {
-            "request-id": request_id,
-            "client-request-id": request.headers.get("client-request-id", ""),
-        }
+        record, headers = _start_call("direct", request)
         query = request.url.query
         item: dict[str, Any] = {
             "id": None,
@@ -402,6 +392,14 @@ def _item_record(item: dict[str, Any], answer: Answer) -> dict[str, Any]:
         if name in answer.headers:
             record[key] = answer.headers[name]
     return record
+
+
+def _start_call(kind: str, request: Request) -> tuple[dict[str, Any], dict[str, str]]:
+    """The call-log record of a call just received, and the id headers every answer carries."""
+    request_id = str(uuid.uuid4())
+    record: dict[str, Any] = {"at": time.time(), "kind": kind, "requestId": request_id, "items": []}
+    headers = {"request-id": request_id, "client-request-id": request.headers.get("client-request-id", "")}
+    return record, headers
 
 
 def _bad(message: str) -> dict[str, Any]:

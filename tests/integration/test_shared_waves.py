@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from azure.storage.queue import QueueClient
-
+from bench.pace.scenarios import enqueue_single_operations
 from devhost.stack import ServedEmulator, start_devhost
 from tests.integration.helpers import all_partitions, queue_length, wait_until
 
@@ -17,18 +15,7 @@ def test_1000_single_operation_messages_make_at_most_52_batch_calls(
     graph: ServedEmulator, app_env: dict[str, str], tmp_path: Path
 ) -> None:
     graph.emulator.tenant.seed_users(MESSAGES)
-    with QueueClient.from_connection_string(
-        app_env["AzureWebJobsStorage"], app_env["PROVISIONING_QUEUE"]
-    ) as queue:
-        queue.create_queue()
-        for n in range(1, MESSAGES + 1):
-            op = {
-                "id": "title",
-                "method": "PATCH",
-                "url": f"/users/user{n}@contoso.com",
-                "body": {"jobTitle": "T"},
-            }
-            queue.send_message(json.dumps({"jobId": f"single-{n}", "operations": [op]}))
+    enqueue_single_operations(app_env, MESSAGES)  # the benchmark's scenario 4, checked here
 
     host = start_devhost(app_env, tmp_path / "devhost.log")
     try:
