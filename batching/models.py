@@ -262,8 +262,8 @@ class Job(BaseModel):
     def work_items(self) -> list[WorkItem]:
         creates = {op.id for op in self.operations if op.method in {"POST", "PUT"}}
         return [
-            WorkItem(operation=op, follows_create=any(dep in creates for dep in op.depends_on))
-            for op in self.operations
+            WorkItem(operation=op, follows_create=any(dep in creates for dep in op.depends_on), seq=index)
+            for index, op in enumerate(self.operations)
         ]
 
 
@@ -285,6 +285,7 @@ class WorkItem(BaseModel):
     replication_waited: float = 0.0
     throttled: int = 0
     throttled_since: float | None = None
+    seq: int | None = None  # its place in the job, so results list in submission order
 
 
 class WorkMessage(BaseModel):

@@ -481,4 +481,5 @@ def _outcome(
         error_message=error_message or (response.error_message if failed and response is not None else None),
         graph_request_id=response.request_id if response is not None else None,
         note=note,
+        seq=planned.item.seq,
     )

@@ -168,9 +168,13 @@ class JobSummary:
     etag: str | None = None
 
     @property
+    def pending(self) -> int:
+        """Operations without a final row (a job's rows may be written only as they finish)."""
+        return max(0, self.total - sum(n for s, n in self.counts.items() if s.is_final))
+
+    @property
     def status(self) -> JobStatus:
-        finished = sum(n for s, n in self.counts.items() if s.is_final)
-        if finished < self.total:
+        if self.pending:
             return JobStatus.RUNNING
         if self.counts.get(OperationStatus.REJECTED, 0) == self.total:
             return JobStatus.REJECTED
@@ -184,7 +188,9 @@ class JobSummary:
         return self.status is not JobStatus.RUNNING
 
     def counts_json(self) -> dict[str, int]:
-        return {s.value.lower(): self.counts.get(s, 0) for s in OperationStatus}
+        counts = {s.value.lower(): self.counts.get(s, 0) for s in OperationStatus}
+        counts[OperationStatus.PENDING.value.lower()] = self.pending
+        return counts
 
     def to_entity(self, now: datetime) -> dict[str, Any]:
         entity: dict[str, Any] = {
@@ -204,6 +210,7 @@ class JobSummary:
         }
         for status in OperationStatus:
             entity[status.value] = self.counts.get(status, 0)
+        entity[OperationStatus.PENDING.value] = self.pending
         return {key: value for key, value in entity.items() if value is not None}
 
     @classmethod

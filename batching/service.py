@@ -183,18 +183,16 @@ class ProvisioningService:
             return Invalid([Problem("operations", str(error))], status=413)
 
         summary = _new_summary(job, source="http")
-        pending = _pending_rows(job)
-        if not await self.store.create_summary(summary, pending):
+        if not await self.store.create_summary(summary):
             existing = await self.store.get_summary(job.job_id)
             if existing is None or existing.body_hash != job.body_hash:
                 return Conflict(job.job_id)
             if existing.enqueued:
                 return Accepted(existing, created=False)
             summary = existing  # recorded earlier but never queued: finish that now
-        # The work goes on the queue first, so a flow's job starts while its rows are written;
-        # the Pending rows never overwrite an outcome that is already there.
+        # No Pending rows: each operation's row is written once, when it finishes (it carries
+        # its place in the job), so a flow's job costs one write before its work is queued.
         await asyncio.gather(*(self.queue.send(message) for message in messages))
-        await self.store.add_pending(job.job_id, job.correlation_id, pending)
         await self.store.mark_enqueued(job.job_id)
         summary.enqueued = True
         return Accepted(summary, created=True)
@@ -353,6 +351,7 @@ class ProvisioningService:
                 method="",
                 url="",
                 attempts=item.attempts,
+                seq=item.seq,
                 error_code=PROCESSING_FAILED,
                 error_message=f"{reason}; the message is in the poison queue",
             )

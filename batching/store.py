@@ -20,7 +20,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 from pydantic import JsonValue
 
@@ -68,42 +68,19 @@ class ResultStore:
 
     async def create_job(self, summary: JobSummary, rows: Sequence[OperationOutcome]) -> bool:
         """Insert the summary, then the rows; False when the job already existed."""
-        if not await self.create_summary(summary, rows):
+        summary.counts = dict(Counter(row.status for row in rows))
+        if not await self.create_summary(summary):
             return False
         await self.record(summary.job_id, summary.correlation_id, rows)
         return True
 
-    async def create_summary(self, summary: JobSummary, rows: Sequence[OperationOutcome]) -> bool:
+    async def create_summary(self, summary: JobSummary) -> bool:
         """Insert the job's summary row only (the claim on its jobId); False when it existed."""
-        summary.counts = dict(Counter(row.status for row in rows))
         try:
             await self._table.create_entity(summary.to_entity(utcnow()))
         except ResourceExistsError:
             return False
         return True
-
-    async def add_pending(
-        self, job_id: str, correlation_id: str | None, rows: Sequence[OperationOutcome]
-    ) -> None:
-        """Insert Pending rows that do not exist yet, never over a row already written: the
-        job's work may already be running and have recorded outcomes. Such a row only gets its
-        submission order (`Seq`)."""
-        now = utcnow()
-        entities = [row.to_entity(job_id, correlation_id, now) for row in rows]
-
-        async def insert(chunk: list[dict[str, Any]]) -> None:
-            try:
-                async with self._writes:
-                    await self._table.submit_transaction([("create", entity) for entity in chunk])
-            except TableTransactionError:  # some rows were written meanwhile: one by one
-                for entity in chunk:
-                    try:
-                        await self._table.create_entity(entity)
-                    except ResourceExistsError:
-                        order = {"PartitionKey": job_id, "RowKey": entity["RowKey"], "Seq": entity.get("Seq")}
-                        await self._table.update_entity(order, mode=UpdateMode.MERGE)
-
-        await asyncio.gather(*(insert(chunk) for chunk in _transactions(entities)))
 
     async def delete_job(self, job_id: str) -> None:
         """Remove a job's summary and rows (a rejected job that is being submitted again)."""
