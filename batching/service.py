@@ -7,13 +7,11 @@ intake (HTTP body / queue text) -> validate (`intake`) -> record + enqueue, or r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import httpx
-from azure.core.exceptions import AzureError
 
 from batching.allowlist import object_url_hosts
 from batching.coalescer import BatchCoalescer
@@ -30,7 +28,7 @@ from batching.retry import RetryPolicy
 from batching.settings import Settings
 from batching.storage import container_client, queue_client, table_client
 from batching.store import ResultStore
-from batching.workqueue import TakenMessage, WorkQueue, WorkQueues, WorkTooLarge, pack_work
+from batching.workqueue import ExtraLeases, TakenMessage, WorkQueue, WorkQueues, WorkTooLarge, pack_work
 
 if TYPE_CHECKING:
     from batching.bulk_pickup import BulkPickup
@@ -229,7 +227,9 @@ class ProvisioningService:
         finished = [extra for extra, unit in zip(extras, taken, strict=True) if unit is None]
         for extra in finished:
             await door.delete(extra)
-        leases = ExtraLeases(door, [e for e in extras if e not in finished], self._extra_lease_seconds)
+        leases = ExtraLeases(
+            door, [e for e in extras if e not in finished], self.settings.queue_extra_lease_seconds
+        )
         try:
             async with leases:
                 await self._processor.run(units)
@@ -241,10 +241,6 @@ class ProvisioningService:
                 )
             raise
         await leases.release()
-
-    @property
-    def _extra_lease_seconds(self) -> int:
-        return self.settings.queue_extra_lease_seconds
 
     async def _take_extras(
         self, door: WorkQueue, in_hand: int
@@ -258,7 +254,7 @@ class ProvisioningService:
         units: list[WorkUnit | None] = []
         while len(extras) < self.settings.queue_extra_messages and held < horizon:
             want = min(EXTRA_PAGE, self.settings.queue_extra_messages - len(extras))
-            page = await door.take(want, self._extra_lease_seconds)
+            page = await door.take(want, self.settings.queue_extra_lease_seconds)
             taken = await asyncio.gather(*(self._intake_extra(door, extra) for extra in page))
             extras.extend(page)
             units.extend(taken)
@@ -368,48 +364,6 @@ def _work_queue(settings: Settings, name: str) -> WorkQueue:
         queue_client(settings, f"{name}-poison", base64=False),
         queue_client(settings, name, base64=False),
     )
-
-
-class ExtraLeases:
-    """Keeps extra messages hidden while their work runs (it may wait a while for Graph's
-    pace); `messages` holds their latest pop receipts, for deleting them afterwards. Renewals
-    stop between two updates, never in the middle of one, so a receipt is never lost."""
-
-    def __init__(self, door: WorkQueue, messages: list[TakenMessage], lease_seconds: int) -> None:
-        self._door = door
-        self.messages = messages
-        self._lease = lease_seconds
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> ExtraLeases:
-        if self.messages:
-            self._task = asyncio.create_task(self._renew())
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-
-    async def _renew(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._lease / 3)
-                return
-            for index, message in enumerate(self.messages):
-                try:
-                    self.messages[index] = await self._door.extend_lease(message, self._lease)
-                except AzureError:  # the message reappears for another invocation; nothing lost
-                    log.warning("could not extend the lease of queue message %s", message.id)
-
-    async def release(self) -> None:
-        """Delete the messages whose work is recorded or re-enqueued."""
-        for message in self.messages:
-            try:
-                await self._door.delete(message)
-            except AzureError:  # it reappears later; its operations are final and not re-sent
-                log.warning("could not delete queue message %s; it will be seen again", message.id)
 
 
 def budget(settings: Settings) -> dict[Lane, LaneLimit]:

@@ -8,17 +8,21 @@ into messages by dependency group: operations that depend on each other always t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue.aio import QueueClient
 
 from batching.models import WorkItem, WorkMessage, WorkPriority
+
+log = logging.getLogger(__name__)
 
 # 64 KiB of base64 carries 48 KiB of JSON; leave room for the envelope.
 MAX_MESSAGE_JSON_BYTES: Final = 45_000
@@ -202,6 +206,48 @@ class WorkQueue:
         """Put a poison message's text back on the provisioning queue as it is, then drop it."""
         await self._receiver.send_message(message.text, time_to_live=-1)
         await self._poison.delete_message(message.id, message.pop_receipt)
+
+
+class ExtraLeases:
+    """Keeps extra messages hidden while their work runs (it may wait a while for Graph's
+    pace); `messages` holds their latest pop receipts, for deleting them afterwards. Renewals
+    stop between two updates, never in the middle of one, so a receipt is never lost."""
+
+    def __init__(self, door: WorkQueue, messages: list[TakenMessage], lease_seconds: int) -> None:
+        self._door = door
+        self.messages = messages
+        self._lease = lease_seconds
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ExtraLeases:
+        if self.messages:
+            self._task = asyncio.create_task(self._renew())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def _renew(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._lease / 3)
+                return
+            for index, message in enumerate(self.messages):
+                try:
+                    self.messages[index] = await self._door.extend_lease(message, self._lease)
+                except AzureError:  # the message reappears for another invocation; nothing lost
+                    log.warning("could not extend the lease of queue message %s", message.id)
+
+    async def release(self) -> None:
+        """Delete the messages whose work is recorded or re-enqueued."""
+        for message in self.messages:
+            try:
+                await self._door.delete(message)
+            except AzureError:  # it reappears later; its operations are final and not re-sent
+                log.warning("could not delete queue message %s; it will be seen again", message.id)
 
 
 @dataclass(frozen=True, slots=True)

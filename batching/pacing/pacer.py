@@ -60,14 +60,10 @@ class Pacer:
         self._holds: dict[Lane, float] = {}
         self._publishing: asyncio.Task[None] | None = None
         self.storage_calls = 0
-        self.reservations = 0
 
     @property
     def degraded(self) -> bool:
         return self._clock() < self._degraded_until
-
-    def limit(self, lane: Lane) -> LaneLimit:
-        return self._limits[lane]
 
     def hold_until(self, lanes: Mapping[Lane, float] | None = None) -> float:
         """The latest hold known here on the given lanes (all lanes when None)."""
@@ -153,7 +149,6 @@ class Pacer:
                     self._etag = await self._call(self._store.save(record, self._etag))
                     self._shared = record
                     self._pending.clear()
-                    self.reservations += 1
                     return start
                 except PaceConflict:
                     self._shared = None
