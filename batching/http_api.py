@@ -31,7 +31,7 @@ async def post_job(req: func.HttpRequest, service: ProvisioningService) -> func.
         return _problem(
             409,
             "The jobId is taken",
-            [Problem("jobId", f"{result.job_id!r} already names a job with a different body")],
+            [Problem("jobId", "already names a job with a different body")],
         )
     assert isinstance(result, Accepted)
     if not result.created:
@@ -53,7 +53,7 @@ async def get_job_by_id(
 ) -> func.HttpResponse:
     view = await service.job(job_id)
     if view is None:
-        return _problem(404, "No such job", [Problem("jobId", f"no job {job_id!r}")])
+        return _problem(404, "No such job", [Problem("jobId", "names no job")])
     if not view.summary.done:
         return _accepted(req, service, job_id, _progress(job_id, view.summary, req, service))
     return _json(200, _results(view, status_url(req, service, job_id)))
