@@ -145,7 +145,8 @@ def patch_user(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
     if "userPrincipalName" in body:
         t.user_ids_by_upn.pop(user["userPrincipalName"].lower(), None)
         t.user_ids_by_upn[str(body["userPrincipalName"]).lower()] = user["id"]
-    user.update({k: v for k, v in body.items() if k != "id"})
+    # Graph sets a new password but never returns one: `passwordProfile` is not stored.
+    user.update({k: v for k, v in body.items() if k not in {"id", "passwordProfile"}})
     return Answer(204)
 
 
