@@ -46,11 +46,19 @@ async def process_queue_message(msg: func.QueueMessage) -> None:
     )
 
 
+@app.queue_trigger(arg_name="msg", queue_name="%WORK_QUEUE%", connection="AzureWebJobsStorage")
+async def process_work_message(msg: func.QueueMessage) -> None:
+    service = await _service()
+    await service.handle_queue_message(
+        msg.get_body().decode("utf-8", errors="replace"), msg.id or "", msg.dequeue_count or 1, source="work"
+    )
+
+
 @app.queue_trigger(arg_name="msg", queue_name="%BULK_QUEUE%", connection="AzureWebJobsStorage")
 async def process_bulk_message(msg: func.QueueMessage) -> None:
     service = await _service()
     await service.handle_queue_message(
-        msg.get_body().decode("utf-8", errors="replace"), msg.id or "", msg.dequeue_count or 1, bulk=True
+        msg.get_body().decode("utf-8", errors="replace"), msg.id or "", msg.dequeue_count or 1, source="bulk"
     )
 
 

@@ -49,6 +49,13 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 Method = Literal["GET", "POST", "PATCH", "PUT", "DELETE"]
 # Who waits for the work: a flow (HTTP), another system (queue), nobody in particular (bulk).
 WorkPriority = Literal["high", "normal", "low"]
+# Bounds of the counters a work message carries: far above anything the app writes, so a
+# message that names more was not written by it.
+MAX_COUNTER: Final = 10_000
+MAX_WAIT_SECONDS: Final = 30 * 24 * 3600.0
+MAX_UNIX_TIME: Final = 4_102_444_800.0  # 2100-01-01
+MAX_SEQ: Final = 10_000_000  # a bulk file's line number
+MAX_ITEMS_PER_MESSAGE: Final = 1_000
 
 
 def is_job_id(value: object) -> bool:
@@ -280,12 +287,12 @@ class WorkItem(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=to_camel)
 
     operation: Operation
-    attempts: int = 0
+    attempts: int = Field(default=0, ge=0, le=MAX_COUNTER)
     follows_create: bool = False
-    replication_waited: float = 0.0
-    throttled: int = 0
-    throttled_since: float | None = None
-    seq: int | None = None  # its place in the job, so results list in submission order
+    replication_waited: float = Field(default=0.0, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False)
+    throttled: int = Field(default=0, ge=0, le=MAX_COUNTER)
+    throttled_since: float | None = Field(default=None, ge=0, le=MAX_UNIX_TIME, allow_inf_nan=False)
+    seq: int | None = Field(default=None, ge=0, le=MAX_SEQ)  # its place in the job, for result order
 
 
 class WorkMessage(BaseModel):
@@ -297,4 +304,6 @@ class WorkMessage(BaseModel):
     job_id: str
     correlation_id: str | None = None
     priority: WorkPriority = "normal"
-    items: tuple[WorkItem, ...]
+    # Who is answerable for these operations: claims before sending name it (see ResultStore.claim).
+    ticket: Annotated[str, Field(pattern=r"^(q-)?[0-9A-Za-z-]{1,64}$")]
+    items: Annotated[tuple[WorkItem, ...], Field(min_length=1, max_length=MAX_ITEMS_PER_MESSAGE)]

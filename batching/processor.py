@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,17 +18,18 @@ from urllib.parse import quote
 from pydantic import JsonValue
 
 from batching.allowlist import GRAPH_HOSTS, sendable_problems
+from batching.claims import OUTCOME_UNKNOWN, Claim, RowState, judge
 from batching.classify import Verdict, classify
 from batching.coalescer import BatchCoalescer
 from batching.graph.client import BatchRequestItem, ItemResponse
 from batching.graph.throttling import Priority
 from batching.models import MAX_OPERATIONS_PER_SUBMISSION, Operation, WorkItem, WorkPriority
 from batching.planner import MAX_BATCH_SIZE, Key, PlannedItem, WavePlanner
-from batching.records import OperationOutcome, OperationStatus
+from batching.records import OperationOutcome, OperationStatus, utcnow
 from batching.references import UnresolvedReference, has_references, resolve
 from batching.retry import RetryPolicy
 from batching.store import ResultStore
-from batching.workqueue import WorkQueues, pack_work
+from batching.workqueue import WorkQueues, WorkTooLarge, pack_work
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class WorkUnit:
     correlation_id: str | None
     items: Sequence[WorkItem]
     priority: WorkPriority = "normal"
+    ticket: str = field(default_factory=lambda: uuid.uuid4().hex)  # see batching.claims
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +62,34 @@ class _WaveResult:
     outcomes: dict[str, list[OperationOutcome]] = field(default_factory=lambda: defaultdict(list))
     retries: dict[str, list[WorkItem]] = field(default_factory=lambda: defaultdict(list))
     retry_delay: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # Work another delivery of the same message may still be sending: back under its ticket.
+    deferred: dict[tuple[str, str], list[WorkItem]] = field(default_factory=lambda: defaultdict(list))
+    defer_delay: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
 
     def retry(self, job_id: str, items: Sequence[WorkItem], delay: float) -> None:
         self.retries[job_id].extend(items)
         self.retry_delay[job_id] = max(self.retry_delay[job_id], delay)
 
+    def defer(self, job_id: str, ticket: str, items: Sequence[WorkItem], delay: float) -> None:
+        self.deferred[(job_id, ticket)].extend(items)
+        self.defer_delay[(job_id, ticket)] = max(self.defer_delay[(job_id, ticket)], delay)
+
+
+@dataclass(slots=True)
+class _Claims:
+    """This run's view of its operations' rows: what was read, and what it has claimed."""
+
+    states: dict[Key, RowState] = field(default_factory=dict)
+    tickets: dict[Key, str] = field(default_factory=dict)
+    held: set[Key] = field(default_factory=set)
+
 
 _SEP: Final = "\n"
+_LOST_CLAIM_RECHECK_SECONDS: Final = 10.0
+_OUTCOME_UNKNOWN_MESSAGE: Final = (
+    "the app stopped while this create was being sent, so Graph may or may not have made it, and "
+    "it cannot be repeated safely; check before submitting it again"
+)
 
 
 class _NotSendable(Exception):
@@ -87,6 +111,7 @@ class Processor:
         replication: ReplicationPolicy | None = None,
         *,
         graph_hosts: frozenset[str] = GRAPH_HOSTS,
+        claim_timeout_seconds: float = 300.0,
     ) -> None:
         self._coalescer = coalescer
         self._graph_hosts = graph_hosts  # hosts object URLs (`@odata.id`) may name
@@ -94,6 +119,7 @@ class Processor:
         self._queues = queues
         self._policy = policy
         self._replication = replication or ReplicationPolicy()
+        self._claim_timeout = claim_timeout_seconds
 
     async def run(self, units: Sequence[WorkUnit]) -> None:
         """Run every operation in `units` to a final row, or back onto the queue for later."""
@@ -104,22 +130,29 @@ class Processor:
         correlation = {unit.job_id: unit.correlation_id for unit in units}
         priority = {unit.job_id: unit.priority for unit in units}
         known: dict[Key, OperationStatus] = {}
-        planned: list[PlannedItem] = []
+        planned: dict[Key, PlannedItem] = {}
+        claims = _Claims()
         in_play: dict[str, set[str]] = defaultdict(set)
         for unit in units:  # one read per job, however many of its messages are in hand
             in_play[unit.job_id] |= _ids_in_play(unit)
-        read = await asyncio.gather(*(self._store.statuses(job_id, ids) for job_id, ids in in_play.items()))
+        read = await asyncio.gather(*(self._store.row_states(job_id, ids) for job_id, ids in in_play.items()))
         by_job = dict(zip(in_play, read, strict=True))
         for unit in units:
-            statuses = by_job[unit.job_id]
-            known.update({(unit.job_id, op_id): status for op_id, status in statuses.items()})
+            states = by_job[unit.job_id]
+            known.update({(unit.job_id, op): state.status for op, state in states.items() if state.etag})
             for item in unit.items:
-                # A redelivered message never re-sends what already has a final row.
-                if not statuses.get(item.operation.id, OperationStatus.PENDING).is_final:
-                    planned.append(PlannedItem(unit.job_id, item))
-        outputs = await self._earlier_outputs(planned)
+                key = (unit.job_id, item.operation.id)
+                state = states[item.operation.id]
+                # A redelivered message never re-sends what already has a final row; of two
+                # messages in hand with the same operation, the one its row names runs it.
+                if state.status.is_final or (key in planned and state.ticket != unit.ticket):
+                    continue
+                planned[key] = PlannedItem(unit.job_id, item)
+                claims.states[key] = state
+                claims.tickets[key] = unit.ticket
+        outputs = await self._earlier_outputs(list(planned.values()))
 
-        planner = WavePlanner(planned, known)
+        planner = WavePlanner(planned.values(), known)
         while not (wave := planner.next_wave()).empty:
             result = _WaveResult()
             for skipped in wave.skipped:
@@ -154,7 +187,7 @@ class Processor:
             async with self._coalescer.waiting():
                 done = await asyncio.gather(
                     *(
-                        self._send_part(planner, outputs, part, correlation, priority)
+                        self._send_part(planner, outputs, part, claims, correlation, priority)
                         for part in _parts(ready, MAX_BATCH_SIZE)
                     ),
                     return_exceptions=True,
@@ -177,10 +210,15 @@ class Processor:
         planner: WavePlanner,
         outputs: dict[Key, JsonValue],
         part: dict[str, tuple[PlannedItem, Operation]],
+        claims: _Claims,
         correlation: dict[str, str | None],
         priority: dict[str, WorkPriority],
     ) -> None:
         result = _WaveResult()
+        part = await self._claim(planner, result, part, claims)
+        if not part:
+            await self._commit(result, correlation, priority)
+            return
         answers = await self._coalescer.send(
             [BatchRequestItem(k, op.method, op.url, op.headers, op.body) for k, (_, op) in part.items()],
             priority={k: Priority.named(priority[p.job_id]) for k, (p, _) in part.items()},
@@ -196,6 +234,72 @@ class Processor:
         if lookups:
             await self._look_up_existing_users(planner, result, outputs, part, lookups, priority)
         await self._commit(result, correlation, priority)
+
+    async def _claim(
+        self,
+        planner: WavePlanner,
+        result: _WaveResult,
+        part: dict[str, tuple[PlannedItem, Operation]],
+        claims: _Claims,
+    ) -> dict[str, tuple[PlannedItem, Operation]]:
+        """The part of `part` this delivery may send, each operation claimed (batching.claims).
+
+        The rest is left to the message that answers for it, put back under this message's
+        ticket to look again later, or (a create whose first send's outcome is unknown and
+        that cannot be repeated safely) ends Failed."""
+        sendable: dict[str, tuple[PlannedItem, Operation]] = {}
+        to_claim: dict[tuple[str, str], list[str]] = defaultdict(list)
+        now = utcnow()
+        for key, (planned, operation) in part.items():
+            if planned.key in claims.held:  # claimed earlier in this run (a short wait for Graph)
+                sendable[key] = (planned, operation)
+                continue
+            ticket = claims.tickets[planned.key]
+            verdict = judge(claims.states[planned.key], ticket, now, self._claim_timeout)
+            if verdict.claim is Claim.NOT_OURS:
+                planner.withdraw(planned.key)  # its dependents travel with whoever holds it
+            elif verdict.claim is Claim.DEFER:
+                waiting = planner.withdraw(planned.key)
+                result.defer(
+                    planned.job_id, ticket, [planned.item, *(w.item for w in waiting)], verdict.wait_seconds
+                )
+            elif verdict.claim is Claim.RESEND and not _safe_to_resend(operation):
+                planner.settle(planned.key, OperationStatus.FAILED)
+                result.outcomes[planned.job_id].append(
+                    _outcome(
+                        planned,
+                        OperationStatus.FAILED,
+                        attempts=planned.item.attempts + 1,
+                        error_code=OUTCOME_UNKNOWN,
+                        error_message=_OUTCOME_UNKNOWN_MESSAGE,
+                    )
+                )
+            else:
+                to_claim[(planned.job_id, ticket)].append(key)
+        for (job_id, ticket), keys in to_claim.items():
+            rows = [
+                (
+                    part[key][0].item.operation.id,
+                    claims.states[part[key][0].key],
+                    _outcome(part[key][0], OperationStatus.PENDING),
+                )
+                for key in keys
+            ]
+            won = await self._store.claim(job_id, rows, ticket)
+            for key in keys:
+                planned = part[key][0]
+                if planned.item.operation.id in won:
+                    claims.held.add(planned.key)
+                    sendable[key] = part[key]
+                else:  # another delivery wrote the row since it was read: look again later
+                    waiting = planner.withdraw(planned.key)
+                    result.defer(
+                        job_id,
+                        ticket,
+                        [planned.item, *(w.item for w in waiting)],
+                        _LOST_CLAIM_RECHECK_SECONDS,
+                    )
+        return sendable
 
     def _settle(
         self,
@@ -416,24 +520,70 @@ class Processor:
     async def _commit(
         self, result: _WaveResult, correlation: dict[str, str | None], priority: dict[str, WorkPriority]
     ) -> None:
-        """Re-enqueue first, then record: the message in hand still covers a crash in between."""
+        """Re-enqueue first, then record: the message in hand still covers a crash in between.
+
+        Work put back gets a new message, and its rows are handed to that message's ticket;
+        work deferred keeps the ticket its rows already name."""
+        handed: dict[str, dict[str, str]] = defaultdict(dict)
         for job_id, items in result.retries.items():
-            for message in pack_work(job_id, correlation[job_id], items, priority=priority[job_id]):
+            try:
+                messages = pack_work(job_id, correlation[job_id], items, priority=priority[job_id])
+            except WorkTooLarge as error:  # cannot wait on the queue: record, never raise
+                ids = {item.operation.id for item in items}
+                kept = [outcome for outcome in result.outcomes[job_id] if outcome.op_id not in ids]
+                result.outcomes[job_id] = [*kept, *_unqueueable(items, str(error))]
+                continue
+            for message in messages:
                 await self._queues.for_priority(priority[job_id]).send(
                     message, delay_seconds=result.retry_delay[job_id]
                 )
+                handed[job_id].update({item.operation.id: message.ticket for item in message.items})
             log.info(
                 "job %s: %d operations re-enqueued, delay %.1f s",
                 job_id,
                 len(items),
                 result.retry_delay[job_id],
             )
+        for (job_id, ticket), items in result.deferred.items():
+            delay = result.defer_delay[(job_id, ticket)]
+            for message in pack_work(
+                job_id, correlation[job_id], items, priority=priority[job_id], ticket=ticket
+            ):
+                await self._queues.for_priority(priority[job_id]).send(message, delay_seconds=delay)
+            log.info(
+                "job %s: %d operations claimed by an earlier delivery; looking again in %.0f s",
+                job_id,
+                len(items),
+                delay,
+            )
         await asyncio.gather(
+            *(self._store.hand_over(job_id, tickets) for job_id, tickets in handed.items()),
             *(
                 self._store.record(job_id, correlation[job_id], outcomes)
                 for job_id, outcomes in result.outcomes.items()
-            )
+            ),
         )
+
+
+def _unqueueable(items: Sequence[WorkItem], why: str) -> list[OperationOutcome]:
+    return [
+        OperationOutcome(
+            op_id=item.operation.id,
+            status=OperationStatus.FAILED,
+            method=item.operation.method,
+            url=item.operation.url,
+            attempts=item.attempts,
+            seq=item.seq,
+            error_code="retryTooLarge",
+            error_message=f"could not be put back on the queue to retry: {why}",
+        )
+        for item in items
+    ]
+
+
+def _safe_to_resend(operation: Operation) -> bool:
+    """Whether sending `operation` again is harmless when its first send's outcome is unknown."""
+    return operation.method != "POST" or operation.url.split("?")[0].rstrip("/").endswith(("/$ref", "/users"))
 
 
 def _parts(

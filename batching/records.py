@@ -16,6 +16,7 @@ SUMMARY_ROW_KEY: Final = ""
 # A string property holds at most 64 KiB (32K UTF-16 characters); keep well under it.
 MAX_RESPONSE_BODY_CHARS: Final = 30_000
 MAX_ERROR_MESSAGE_CHARS: Final = 4_000
+MAX_SHORT_TEXT_CHARS: Final = 256
 # The error code of operations whose message kept failing and went to the poison queue:
 # nothing is known about them, so a replay may run them again.
 PROCESSING_FAILED: Final = "processingFailed"
@@ -72,9 +73,9 @@ class OperationOutcome:
             # earlier attempt wrote, such as a throttling message.
             "ResponseBody": body_text or "",
             "ResponseBodyTruncated": truncated,
-            "ErrorCode": self.error_code or "",
+            "ErrorCode": _clip(self.error_code, MAX_SHORT_TEXT_CHARS) or "",
             "ErrorMessage": _clip(self.error_message, MAX_ERROR_MESSAGE_CHARS) or "",
-            "GraphRequestId": self.graph_request_id or "",
+            "GraphRequestId": _clip(self.graph_request_id, MAX_SHORT_TEXT_CHARS) or "",
             "Note": self.note or "",
             "CorrelationId": correlation_id or "",
             "UpdatedAt": now,
@@ -235,15 +236,27 @@ def utcnow() -> datetime:
 
 
 def _encode_body(body: Any) -> tuple[str | None, bool]:
+    """Graph's answer as ASCII JSON: whatever it holds (astral characters, lone surrogates),
+    the stored text is exactly as long in UTF-16 as in characters, so the cut keeps it under
+    the Table service's 64 KiB per property, and it always encodes."""
     if body is None:
         return None, False
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=True)
     if len(text) <= MAX_RESPONSE_BODY_CHARS:
         return text, False
     return text[:MAX_RESPONSE_BODY_CHARS], True
 
 
 def _clip(text: str | None, limit: int) -> str | None:
-    if text is None or len(text) <= limit:
+    """Text the Table service stores whatever Graph sent: no lone surrogates, at most `limit`
+    characters (twice that in UTF-16 units at worst, far under 64 KiB)."""
+    if text is None:
+        return None
+    text = text.encode("utf-8", "replace").decode("utf-8") if _has_surrogate(text) else text
+    if len(text) <= limit:
         return text
     return text[: limit - 1] + "…"
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 import httpx
 
 from batching.allowlist import object_url_hosts
+from batching.claims import job_ticket
 from batching.coalescer import BatchCoalescer
 from batching.errors import Problem
 from batching.graph.auth import GraphTokenAuth, TokenCredential, build_credential, check_graph_endpoint
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 # Extra messages are taken only while this process holds less work than this much budget.
 EXTRA_WORK_HORIZON_SECONDS: Final = 15.0
 EXTRA_PAGE: Final = 16
+
+# Which queue a message came from: producers' jobs, or the app's own work (general or bulk).
+QueueSource = Literal["jobs", "work", "bulk"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,7 @@ class ProvisioningService:
 
     @property
     def queue(self) -> WorkQueue:
-        """The provisioning queue: producers' jobs, HTTP jobs and their retries."""
+        """The public provisioning queue: producers' jobs."""
         return self.queues.provisioning
 
     @classmethod
@@ -116,6 +120,7 @@ class ProvisioningService:
         store = ResultStore(table_client(settings, settings.results_table))
         queues = WorkQueues(
             provisioning=_work_queue(settings, settings.provisioning_queue),
+            work=_work_queue(settings, settings.work_queue),
             bulk=_work_queue(settings, settings.bulk_queue),
         )
         policy = RetryPolicy(
@@ -143,6 +148,7 @@ class ProvisioningService:
             policy,
             replication,
             graph_hosts=object_url_hosts(settings.graph_base_url),
+            claim_timeout_seconds=settings.claim_timeout_seconds,
         )
         service = cls(settings, store, queues, processor, coalescer)
         service._close_graph = (http, credential)
@@ -190,7 +196,7 @@ class ProvisioningService:
             summary = existing  # recorded earlier but never queued: finish that now
         # No Pending rows: each operation's row is written once, when it finishes (it carries
         # its place in the job), so a flow's job costs one write before its work is queued.
-        await asyncio.gather(*(self.queue.send(message) for message in messages))
+        await asyncio.gather(*(self.queues.work.send(message) for message in messages))
         await self.store.mark_enqueued(job.job_id)
         summary.enqueued = True
         return Accepted(summary, created=True)
@@ -209,19 +215,19 @@ class ProvisioningService:
     # --- queue door ------------------------------------------------------------------------
 
     async def handle_queue_message(
-        self, text: str, message_id: str, dequeue_count: int, *, bulk: bool = False
+        self, text: str, message_id: str, dequeue_count: int, *, source: QueueSource = "jobs"
     ) -> None:
-        """Run a message of the provisioning queue (or the bulk queue), and more queued work
-        beside it so batches fill up.
+        """Run a message of the provisioning queue (a producer's job) or of one of the app's
+        own queues (work messages), and more queued work beside it so batches fill up.
 
         Bad input is recorded as Rejected and poisoned. Extra messages stay leased while their
         work waits for Graph's pace, and are deleted only after it is recorded or re-enqueued;
         if this invocation dies they reappear.
         """
-        door = self.queues.bulk if bulk else self.queues.provisioning
+        door = self._door(source)
         async with self._coalescer.preparing():
-            own = await self._intake(door, text, message_id)
-            extras, taken = await self._take_extras(door, len(own.items) if own else 0)
+            own = await self._intake(door, source, text, message_id)
+            extras, taken = await self._take_extras(door, source, len(own.items) if own else 0)
         units = [own] if own else []
         units.extend(unit for unit in taken if unit is not None)
         finished = [extra for extra, unit in zip(extras, taken, strict=True) if unit is None]
@@ -242,8 +248,13 @@ class ProvisioningService:
             raise
         await leases.release()
 
+    def _door(self, source: QueueSource) -> WorkQueue:
+        if source == "work":
+            return self.queues.work
+        return self.queues.bulk if source == "bulk" else self.queues.provisioning
+
     async def _take_extras(
-        self, door: WorkQueue, in_hand: int
+        self, door: WorkQueue, source: QueueSource, in_hand: int
     ) -> tuple[list[TakenMessage], list[WorkUnit | None]]:
         """More messages to fill batches, a page at a time, while this process holds less work
         than the Graph budget lets the fleet send in `EXTRA_WORK_HORIZON_SECONDS`; the rest
@@ -255,7 +266,7 @@ class ProvisioningService:
         while len(extras) < self.settings.queue_extra_messages and held < horizon:
             want = min(EXTRA_PAGE, self.settings.queue_extra_messages - len(extras))
             page = await door.take(want, self.settings.queue_extra_lease_seconds)
-            taken = await asyncio.gather(*(self._intake_extra(door, extra) for extra in page))
+            taken = await asyncio.gather(*(self._intake_extra(door, source, extra) for extra in page))
             extras.extend(page)
             units.extend(taken)
             held += sum(len(unit.items) for unit in taken if unit is not None)
@@ -263,14 +274,21 @@ class ProvisioningService:
                 break
         return extras, units
 
-    async def _intake_extra(self, door: WorkQueue, extra: TakenMessage) -> WorkUnit | None:
+    async def _intake_extra(
+        self, door: WorkQueue, source: QueueSource, extra: TakenMessage
+    ) -> WorkUnit | None:
         if extra.dequeue_count > self.settings.max_dequeue_count:
-            await self._give_up(door, extra.text, extra.id, extra.dequeue_count, "it kept failing")
+            await self._give_up(door, source, extra, "it kept failing")
             return None
-        return await self._intake(door, extra.text, extra.id)
+        return await self._intake(door, source, extra.text, extra.id)
 
-    async def _intake(self, door: WorkQueue, text: str, message_id: str) -> WorkUnit | None:
-        """A queue message as work to run now, or None when it was rejected."""
+    async def _intake(
+        self, door: WorkQueue, source: QueueSource, text: str, message_id: str
+    ) -> WorkUnit | None:
+        """A queue message as work to run now, or None when it was rejected.
+
+        The public queue takes jobs only; the app's own queues take its work messages only
+        (producers cannot write them), and those are validated again all the same."""
         data = decode_queue_text(text)
         try:
             work = read_work_message(data)
@@ -279,13 +297,28 @@ class ProvisioningService:
                 door, Rejection([Problem("body", f"malformed work message: {error}")]), text, message_id
             )
             return None
+        if source != "jobs":
+            if work is None:
+                problem = Problem("kind", "this queue carries only the app's own work messages")
+                await self._reject(door, Rejection([problem]), text, message_id)
+                return None
+            return WorkUnit(work.job_id, work.correlation_id, work.items, work.priority, work.ticket)
         if work is not None:
-            return WorkUnit(work.job_id, work.correlation_id, work.items, work.priority)
+            problem = Problem("kind", "work messages are accepted only on the app's internal queue")
+            await self._reject(door, Rejection([problem]), text, message_id)
+            return None
         parsed = parse_job(data)
         if isinstance(parsed, Rejection):
             await self._reject(door, parsed, text, message_id)
             return None
         job = parsed
+        try:  # retries travel as work messages: refuse now what could not be put back later
+            pack_work(job.job_id, job.correlation_id, job.work_items())
+        except WorkTooLarge as error:
+            ids = [op.id for op in job.operations]
+            too_large = Rejection([Problem("operations", str(error))], job.job_id, job.correlation_id, ids)
+            await self._reject(door, too_large, text, message_id)
+            return None
         summary = _new_summary(job, source="queue")
         summary.enqueued = True
         if not await self.store.create_job(summary, _pending_rows(job)):
@@ -297,16 +330,14 @@ class ProvisioningService:
                     door, Rejection([problem], None, job.correlation_id, ids), text, message_id
                 )
                 return None
-        return WorkUnit(job.job_id, job.correlation_id, job.work_items())
+        return WorkUnit(job.job_id, job.correlation_id, job.work_items(), ticket=job_ticket(message_id))
 
-    async def _give_up(
-        self, door: WorkQueue, text: str, message_id: str, dequeue_count: int, why: str
-    ) -> None:
+    async def _give_up(self, door: WorkQueue, source: QueueSource, extra: TakenMessage, why: str) -> None:
         """What the host does on a last failed delivery, for a message this invocation took."""
-        unit = await self._intake(door, text, message_id)
+        unit = await self._intake(door, source, extra.text, extra.id)
         if unit is not None:
-            await self._fail_unfinished(unit, f"processing failed {dequeue_count} times ({why})")
-        await door.send_poison(text)
+            await self._fail_unfinished(unit, f"processing failed {extra.dequeue_count} times ({why})")
+        await door.send_poison(extra.text)
 
     async def _reject(self, door: WorkQueue, rejection: Rejection, text: str, message_id: str) -> None:
         """A Rejected row per operation the message names (or a job row), and the poison queue."""

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("PROVISIONING_QUEUE"),
         pattern=r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$",
     )
+    work_queue: str = Field(
+        default="provisioning-work",
+        validation_alias=AliasChoices("WORK_QUEUE"),
+        pattern=r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$",
+    )
     bulk_queue: str = Field(
         default="provisioning-bulk",
         validation_alias=AliasChoices("BULK_QUEUE"),
@@ -90,6 +95,9 @@ class Settings(BaseSettings):
     )
     queue_extra_lease_seconds: int = Field(
         default=300, ge=5, le=3600, validation_alias=AliasChoices("QUEUE_EXTRA_LEASE_SECONDS")
+    )
+    claim_timeout_seconds: int = Field(
+        default=300, ge=5, le=3600, validation_alias=AliasChoices("CLAIM_TIMEOUT_SECONDS")
     )
     graph_writes_per_second: float = Field(
         default=19.5, gt=0, le=1000, validation_alias=AliasChoices("GRAPH_WRITES_PER_SECOND")

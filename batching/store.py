@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
 from typing import Any, Final
 
 from azure.core import MatchConditions
@@ -20,10 +21,11 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 from pydantic import JsonValue
 
+from batching.claims import NO_ROW, RowState
 from batching.records import (
     PROCESSING_FAILED,
     SUMMARY_ROW_KEY,
@@ -35,6 +37,7 @@ from batching.records import (
 )
 
 MAX_TRANSACTION: Final = 100
+_MAX_TRANSACTION_BYTES: Final = 3 * 1024 * 1024
 _SUMMARY_RETRIES: Final = 10
 # The Table service allows at most 15 comparisons in one filter: PartitionKey plus 14 RowKeys.
 _KEYS_PER_QUERY: Final = 14
@@ -107,6 +110,9 @@ class ResultStore:
                 "Status": OperationStatus.PENDING.value,
                 "ErrorCode": "",
                 "ErrorMessage": why,
+                # Whichever message runs it again may claim it.
+                "Ticket": "",
+                "ClaimedAt": "",
                 "UpdatedAt": utcnow(),
             }
             for record in await self.operations(job_id)
@@ -141,23 +147,128 @@ class ResultStore:
     ) -> None:
         now = utcnow()
         entities = [outcome.to_entity(job_id, correlation_id, now) for outcome in outcomes]
+        await asyncio.gather(*(self._upsert(chunk) for chunk in _transactions(entities)))
 
-        async def upsert(chunk: list[dict[str, Any]]) -> None:
-            for attempt in range(_WRITE_ATTEMPTS):
-                try:
-                    async with self._writes:
-                        await self._table.submit_transaction(
-                            [("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk]
-                        )
-                    return
-                except (ServiceRequestError, ServiceResponseError):
-                    # The connection dropped (the SDK already retried it): an outcome Graph
-                    # has acted on is worth a few more seconds before the message is given up.
-                    if attempt == _WRITE_ATTEMPTS - 1:
-                        raise
-                    await asyncio.sleep(0.5 * 2**attempt)
+    async def _upsert(self, chunk: list[dict[str, Any]]) -> None:
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                async with self._writes:
+                    await self._table.submit_transaction(
+                        [("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk]
+                    )
+                return
+            except (ServiceRequestError, ServiceResponseError):
+                # The connection dropped (the SDK already retried it): an outcome Graph
+                # has acted on is worth a few more seconds before the message is given up.
+                if attempt == _WRITE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
 
-        await asyncio.gather(*(upsert(chunk) for chunk in _transactions(entities)))
+    async def claim(
+        self, job_id: str, claims: Sequence[tuple[str, RowState, OperationOutcome]], ticket: str
+    ) -> set[str]:
+        """Claim operations for sending under `ticket`; the ids this call claimed.
+
+        Each claim is conditional on the row being as it was read (`RowState.etag`), or absent,
+        so two deliveries cannot both claim one operation. One transaction per 100 when nothing
+        raced; when one did, each is tried alone and the losers are left out."""
+        now = utcnow()
+
+        def operation(op_id: str, state: RowState, row: OperationOutcome) -> tuple[Any, ...]:
+            claim = {
+                "PartitionKey": job_id,
+                "RowKey": op_id,
+                "Ticket": ticket,
+                "ClaimedAt": now,
+                "UpdatedAt": now,
+            }
+            if state.etag is None:
+                entity = row.to_entity(job_id, None, now) | claim
+                entity.pop("CorrelationId", None)
+                return ("create", entity)
+            return (
+                "update",
+                claim,
+                {
+                    "mode": UpdateMode.MERGE,
+                    "etag": state.etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                },
+            )
+
+        operations = [operation(op_id, state, row) for op_id, state, row in claims]
+        claimed: set[str] = set()
+        for start in range(0, len(operations), MAX_TRANSACTION):
+            chunk = operations[start : start + MAX_TRANSACTION]
+            ids = [op_id for op_id, _, _ in claims[start : start + MAX_TRANSACTION]]
+            try:
+                async with self._writes:
+                    await self._table.submit_transaction(chunk)
+                claimed.update(ids)
+                continue
+            except TableTransactionError:
+                pass  # someone else wrote one of these rows: claim them one at a time
+            won = await asyncio.gather(*(self._claim_one(op) for op in chunk))
+            claimed.update(op_id for op_id, ok in zip(ids, won, strict=True) if ok)
+        return claimed
+
+    async def _claim_one(self, operation: tuple[Any, ...]) -> bool:
+        try:
+            async with self._writes:
+                if operation[0] == "create":
+                    await self._table.create_entity(operation[1])
+                else:
+                    await self._table.update_entity(operation[1], **operation[2])
+        except ResourceExistsError:
+            return False
+        except HttpResponseError as error:
+            if error.status_code in (409, 412):
+                return False
+            raise
+        return True
+
+    async def row_states(self, job_id: str, op_ids: Collection[str]) -> dict[str, RowState]:
+        """Each operation's status and claim, with its ETag; absent rows are `NO_ROW`."""
+        ids = sorted(set(op_ids))
+        found: dict[str, RowState] = {}
+        if len(ids) >= _SCAN_FROM_KEYS:
+            parts = [await self._row_states(job_id)]
+        else:
+            groups = [ids[start : start + _KEYS_PER_QUERY] for start in range(0, len(ids), _KEYS_PER_QUERY)]
+            parts = await asyncio.gather(*(self._row_states(job_id, *group) for group in groups))
+        for part in parts:
+            found.update(part)
+        return {op_id: found.get(op_id, NO_ROW) for op_id in ids}
+
+    async def _row_states(self, job_id: str, *op_ids: str) -> dict[str, RowState]:
+        parameters = {"pk": job_id, "empty": SUMMARY_ROW_KEY}
+        keys = " or ".join(f"RowKey eq @k{index}" for index in range(len(op_ids)))
+        parameters.update({f"k{index}": op_id for index, op_id in enumerate(op_ids)})
+        row_filter = f"( {keys} )" if op_ids else "RowKey gt @empty"
+        states: dict[str, RowState] = {}
+        async for entity in self._table.query_entities(
+            f"PartitionKey eq @pk and {row_filter}",
+            parameters=parameters,
+            select=["RowKey", "Status", "Ticket", "ClaimedAt"],
+        ):
+            claimed_at = entity.get("ClaimedAt")
+            states[entity["RowKey"]] = RowState(
+                OperationStatus(entity.get("Status") or "Pending"),
+                entity.metadata.get("etag"),
+                entity.get("Ticket") or "",
+                claimed_at if isinstance(claimed_at, datetime) else None,
+            )
+        return states
+
+    async def hand_over(self, job_id: str, tickets: dict[str, str]) -> None:
+        """Name the ticket that now answers for each operation (work put back on the queue),
+        without touching its status."""
+        now = utcnow()
+        entities = [
+            {"PartitionKey": job_id, "RowKey": op_id, "Ticket": ticket, "ClaimedAt": "", "UpdatedAt": now}
+            for op_id, ticket in tickets.items()
+        ]
+        await asyncio.gather(*(self._upsert(chunk) for chunk in _transactions(entities)))
 
     async def operations(self, job_id: str) -> list[OperationRecord]:
         """A job's operation rows in submission order."""
@@ -258,5 +369,23 @@ class ResultStore:
 
 
 def _transactions(entities: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Entities of one partition in entity-group transactions of at most 100."""
-    return [entities[start : start + MAX_TRANSACTION] for start in range(0, len(entities), MAX_TRANSACTION)]
+    """Entities of one partition in entity-group transactions of at most 100 entities and
+    well under the service's 4 MiB per transaction (rows with large responses split them)."""
+    chunks: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = 0
+    for entity in entities:
+        weight = _weight(entity)
+        if current and (len(current) == MAX_TRANSACTION or size + weight > _MAX_TRANSACTION_BYTES):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(entity)
+        size += weight
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _weight(entity: dict[str, Any]) -> int:
+    """An upper bound of the entity's bytes on the wire (UTF-8 JSON, 4 bytes a character at worst)."""
+    return 1_024 + sum(4 * len(value) for value in entity.values() if isinstance(value, str))

@@ -1,9 +1,11 @@
 """WorkQueue: the app's own messages on a queue, and that queue's poison queue.
 
-Two queues carry work: the provisioning queue (producers' jobs, HTTP jobs, retries) and the
-bulk queue (bulk CSV parts and their retries), so a long bulk drain never stands in front of
-a job someone waits for. A queue message holds at most 64 KiB after base64, so work is packed
-into messages by dependency group: operations that depend on each other always travel together.
+Three queues carry work. Producers write jobs to the public provisioning queue; only the app
+writes the internal work queue (HTTP jobs and retries) and the bulk queue (bulk CSV parts and
+their retries), and only those two carry work messages (Bicep grants producers nothing else).
+Bulk work has its own queue so a long drain never stands in front of a job someone waits for.
+A queue message holds at most 64 KiB after base64, so work is packed into messages by
+dependency group: operations that depend on each other always travel together.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,7 +27,7 @@ from batching.models import WorkItem, WorkMessage, WorkPriority
 
 log = logging.getLogger(__name__)
 
-# 64 KiB of base64 carries 48 KiB of JSON; leave room for the envelope.
+# 64 KiB of base64 carries 48 KiB of UTF-8 JSON; leave room for the envelope.
 MAX_MESSAGE_JSON_BYTES: Final = 45_000
 MAX_VISIBILITY_DELAY_SECONDS: Final = 7 * 24 * 3600
 
@@ -40,19 +43,31 @@ def pack_work(
     *,
     priority: WorkPriority = "normal",
     limit: int = MAX_MESSAGE_JSON_BYTES,
+    ticket: str | None = None,
 ) -> list[WorkMessage]:
-    """Work messages for `items`, each under `limit` bytes, dependency groups kept whole."""
+    """Work messages for `items`, each under `limit` bytes of UTF-8, dependency groups kept
+    whole. Each message gets a fresh ticket (the name its claims go by), unless `ticket` is
+    given: a message that continues another one's work keeps that one's ticket."""
     groups = _dependency_groups(items)
     messages: list[WorkMessage] = []
     current: list[WorkItem] = []
     current_size = 0
 
     def message(part: list[WorkItem]) -> WorkMessage:
-        return WorkMessage(job_id=job_id, correlation_id=correlation_id, priority=priority, items=tuple(part))
+        return WorkMessage(
+            job_id=job_id,
+            correlation_id=correlation_id,
+            priority=priority,
+            ticket=ticket or uuid.uuid4().hex,
+            items=tuple(part),
+        )
 
-    envelope = len(message([]).model_dump_json(by_alias=True))
+    empty = WorkMessage.model_construct(
+        job_id=job_id, correlation_id=correlation_id, priority=priority, ticket=uuid.uuid4().hex, items=()
+    )
+    envelope = len(empty.model_dump_json(by_alias=True).encode())
     for group in groups:
-        size = sum(len(item.model_dump_json(by_alias=True)) + 1 for item in group)
+        size = sum(len(item.model_dump_json(by_alias=True).encode()) + 1 for item in group)
         if size + envelope > limit:
             ids = ", ".join(item.operation.id for item in group[:5])
             raise WorkTooLarge(
@@ -252,13 +267,15 @@ class ExtraLeases:
 
 @dataclass(frozen=True, slots=True)
 class WorkQueues:
-    """The queues work travels on; low-priority (bulk) work has its own."""
+    """The queues work travels on: producers' jobs on `provisioning`; the app's own work
+    messages on `work`, and low-priority (bulk) work on `bulk`."""
 
     provisioning: WorkQueue
+    work: WorkQueue
     bulk: WorkQueue
 
     def for_priority(self, priority: WorkPriority) -> WorkQueue:
-        return self.bulk if priority == "low" else self.provisioning
+        return self.bulk if priority == "low" else self.work
 
     def all(self) -> tuple[WorkQueue, ...]:
-        return (self.provisioning, self.bulk)
+        return (self.provisioning, self.work, self.bulk)

@@ -51,11 +51,16 @@ param authClientId string = ''
 @description('Audiences accepted in caller tokens (when enableEntraAuth), e.g. api://<client id>.')
 param authAllowedAudiences array = []
 
+@description('Object ids of the systems that drop jobs on the provisioning queue: each may send messages to that queue and to nothing else.')
+param producerPrincipalIds array = []
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
 var names = {
   provisioningQueue: 'provisioning-requests'
   poisonQueue: 'provisioning-requests-poison'
+  workQueue: 'provisioning-work'
+  workPoisonQueue: 'provisioning-work-poison'
   bulkQueue: 'provisioning-bulk'
   bulkPoisonQueue: 'provisioning-bulk-poison'
   pacingTable: 'GraphPacing'
@@ -87,7 +92,14 @@ module storage 'modules/storage.bicep' = {
     name: 'st${resourceToken}'
     location: location
     tags: tags
-    queueNames: [names.provisioningQueue, names.poisonQueue, names.bulkQueue, names.bulkPoisonQueue]
+    queueNames: [
+      names.provisioningQueue
+      names.poisonQueue
+      names.workQueue
+      names.workPoisonQueue
+      names.bulkQueue
+      names.bulkPoisonQueue
+    ]
     tableNames: [names.resultsTable, names.pacingTable]
     containerNames: [names.bulkContainer, names.deploymentContainer]
   }
@@ -114,6 +126,16 @@ module roles 'modules/roles.bicep' = {
   }
 }
 
+module producers 'modules/producers.bicep' = if (!empty(producerPrincipalIds)) {
+  name: 'producers'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    queueName: names.provisioningQueue
+    principalIds: producerPrincipalIds
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   scope: rg
@@ -131,6 +153,7 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     provisioningQueue: names.provisioningQueue
+    workQueue: names.workQueue
     bulkQueue: names.bulkQueue
     resultsTable: names.resultsTable
     pacingTable: names.pacingTable

@@ -36,6 +36,7 @@ def app_env(azurite: Azurite, graph: ServedEmulator) -> dict[str, str]:
     return {
         "AzureWebJobsStorage": azurite.connection_string,
         "PROVISIONING_QUEUE": f"prov-{suffix}",
+        "WORK_QUEUE": f"provwork-{suffix}",
         "BULK_QUEUE": f"provbulk-{suffix}",
         "RESULTS_TABLE": f"Results{suffix}",
         "BULK_CONTAINER": f"bulk-{suffix}",

@@ -134,6 +134,7 @@ def app_env(azurite: Azurite, emulator: Emulator, writes_per_second: int | None)
     env = {
         "AzureWebJobsStorage": azurite.connection_string,
         "PROVISIONING_QUEUE": f"pace-{suffix}",
+        "WORK_QUEUE": f"pacework-{suffix}",
         "BULK_QUEUE": f"pacebulk-{suffix}",
         "RESULTS_TABLE": f"Pace{suffix}",
         "PACING_TABLE": f"Pacing{suffix}",

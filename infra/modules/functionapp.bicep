@@ -13,6 +13,7 @@ param appInsightsConnectionString string
 param maximumInstanceCount int
 param instanceMemoryMB int
 param provisioningQueue string
+param workQueue string
 param bulkQueue string
 param resultsTable string
 param pacingTable string
@@ -70,6 +71,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         // The app's own clients and its Graph token use the same identity.
         { name: 'AZURE_CLIENT_ID', value: identityClientId }
         { name: 'PROVISIONING_QUEUE', value: provisioningQueue }
+        { name: 'WORK_QUEUE', value: workQueue }
         { name: 'BULK_QUEUE', value: bulkQueue }
         { name: 'RESULTS_TABLE', value: resultsTable }
         { name: 'PACING_TABLE', value: pacingTable }
@@ -85,6 +87,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BATCH_LINGER_SECONDS', value: '0.1' }
         { name: 'QUEUE_EXTRA_MESSAGES', value: '64' }
         { name: 'QUEUE_EXTRA_LEASE_SECONDS', value: '300' }
+        { name: 'CLAIM_TIMEOUT_SECONDS', value: '300' }
         { name: 'REPLICATION_RETRY_SECONDS', value: '10' }
         { name: 'REPLICATION_MAX_WAIT_SECONDS', value: '900' }
         { name: 'GRAPH_WRITES_PER_SECOND', value: '19.5' }

@@ -41,15 +41,18 @@ def all_partitions(env: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
         return result
 
 
-def put_message(env: dict[str, str], text: str, *, as_base64: bool) -> None:
-    with QueueClient.from_connection_string(env["AzureWebJobsStorage"], env["PROVISIONING_QUEUE"]) as queue:
+def put_message(
+    env: dict[str, str], text: str, *, as_base64: bool, queue_setting: str = "PROVISIONING_QUEUE"
+) -> None:
+    """Drop a message as a producer would (or, with `queue_setting`, on another of the app's queues)."""
+    with QueueClient.from_connection_string(env["AzureWebJobsStorage"], env[queue_setting]) as queue:
         with contextlib.suppress(Exception):
             queue.create_queue()
         queue.send_message(base64.b64encode(text.encode()).decode() if as_base64 else text)
 
 
-def poison_messages(env: dict[str, str]) -> list[str]:
-    name = f"{env['PROVISIONING_QUEUE']}-poison"
+def poison_messages(env: dict[str, str], queue_setting: str = "PROVISIONING_QUEUE") -> list[str]:
+    name = f"{env[queue_setting]}-poison"
     with QueueClient.from_connection_string(env["AzureWebJobsStorage"], name) as queue:
         try:
             return [m.content for m in queue.peek_messages(max_messages=32)]
@@ -99,10 +102,10 @@ def poll_job(client: httpx.Client, url: str, timeout: float = 60.0) -> list[http
 
 
 def queue_length(env: dict[str, str]) -> int:
-    """Messages still on the provisioning and bulk queues, visible or not (a handler that never
-    returns keeps its message)."""
+    """Messages still on the provisioning, work and bulk queues, visible or not (a handler that
+    never returns keeps its message)."""
     total = 0
-    for name in (env["PROVISIONING_QUEUE"], env["BULK_QUEUE"]):
+    for name in (env["PROVISIONING_QUEUE"], env["WORK_QUEUE"], env["BULK_QUEUE"]):
         with QueueClient.from_connection_string(env["AzureWebJobsStorage"], name) as queue:
             try:
                 total += queue.get_queue_properties().approximate_message_count or 0

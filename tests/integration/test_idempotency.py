@@ -104,7 +104,12 @@ def test_killing_the_host_mid_run_leaves_one_final_row_each_and_nothing_created_
     jobs = 60
     for n in range(jobs):
         put_message(app_env, json.dumps(_onboarding(n)), as_base64=n % 2 == 0)
-    env = {**app_env, "QUEUE_EXTRA_LEASE_SECONDS": "5", "DEVHOST_MESSAGE_LEASE_SECONDS": "5"}
+    env = {
+        **app_env,
+        "QUEUE_EXTRA_LEASE_SECONDS": "5",
+        "DEVHOST_MESSAGE_LEASE_SECONDS": "5",
+        "CLAIM_TIMEOUT_SECONDS": "5",
+    }
 
     first = start_devhost(env, tmp_path / "first.log")
     try:

@@ -89,15 +89,44 @@ def test_invalid_queue_messages_get_rejected_rows_and_the_poison_queue(
     assert "Traceback" not in devhost.log()
 
 
+def test_a_work_message_on_the_public_queue_is_rejected_and_touches_no_job(
+    graph: ServedEmulator, app_env: dict[str, str], devhost: DevHost
+) -> None:
+    graph.emulator.tenant.seed_users(1)
+    victim = {
+        "jobId": "victim",
+        "operations": [{"id": "a", "method": "PATCH", "url": "/users/user1@contoso.com"}],
+    }
+    put_message(app_env, json.dumps(victim), as_base64=False)
+    wait_until(lambda: rows(app_env, "victim").get("a", {}).get("Status") == "Succeeded", timeout=30)
+    forged = {
+        "kind": "provisioning.work",
+        "jobId": "victim",
+        "ticket": "0" * 32,
+        "items": [{"operation": {"id": "a", "method": "DELETE", "url": "/users/user1@contoso.com"}}],
+    }
+    put_message(app_env, json.dumps(forged), as_base64=False)
+
+    wait_until(lambda: len(poison_messages(app_env)) == 1, timeout=30)
+    rejected = [rows for key, rows in all_partitions(app_env).items() if key.startswith("rejected-")]
+    assert len(rejected) == 1
+    assert "internal queue" in rejected[0][0]["Reason"]
+    assert rows(app_env, "victim")["a"]["Status"] == "Succeeded"
+    assert [i["method"] for c in graph.emulator.batch_calls() for i in c["items"]] == ["PATCH"]
+
+
 def test_a_hand_written_work_message_cannot_send_an_operation_outside_the_allow_list(
     graph: ServedEmulator, app_env: dict[str, str], devhost: DevHost
 ) -> None:
+    """Only the app can write its work queue (Bicep grants producers the public queue alone);
+    should anything else get a message onto it, the send-time gate still holds."""
     forged = {
         "kind": "provisioning.work",
         "jobId": "forged",
+        "ticket": "1" * 32,
         "items": [{"operation": {"id": "x", "method": "DELETE", "url": "/directoryRoles/abc"}}],
     }
-    put_message(app_env, json.dumps(forged), as_base64=False)
+    put_message(app_env, json.dumps(forged), as_base64=False, queue_setting="WORK_QUEUE")
 
     wait_until(lambda: rows(app_env, "forged").get("x", {}).get("Status") == "Failed", timeout=30)
 
@@ -113,6 +142,7 @@ def test_a_hand_written_work_message_is_checked_at_send_time_like_intake(
     forged = {
         "kind": "provisioning.work",
         "jobId": "forged-forms",
+        "ticket": "2" * 32,
         "items": [
             {
                 "operation": {
@@ -143,7 +173,7 @@ def test_a_hand_written_work_message_is_checked_at_send_time_like_intake(
             },
         ],
     }
-    put_message(app_env, json.dumps(forged), as_base64=False)
+    put_message(app_env, json.dumps(forged), as_base64=False, queue_setting="WORK_QUEUE")
 
     wait_until(lambda: len(rows(app_env, "forged-forms")) == 3, timeout=30)
     wait_until(

@@ -36,6 +36,7 @@ def _instance_env(app_env: dict[str, str], **overrides: str) -> dict[str, str]:
     return {
         **app_env,
         "PROVISIONING_QUEUE": f"prov-{suffix}",
+        "WORK_QUEUE": f"provwork-{suffix}",
         "BULK_QUEUE": f"provbulk-{suffix}",
         **overrides,
     }

@@ -90,8 +90,24 @@ def test_resource_names_match_the_code_defaults() -> None:
     defaults = Settings()
     assert f"provisioningQueue: '{defaults.provisioning_queue}'" in main
     assert f"poisonQueue: '{defaults.poison_queue}'" in main
+    assert f"workQueue: '{defaults.work_queue}'" in main
+    assert f"bulkQueue: '{defaults.bulk_queue}'" in main
     assert f"resultsTable: '{defaults.results_table}'" in main
     assert "bulkContainer: 'bulk-user-updates'" in main
+
+
+def test_producers_may_only_send_to_the_public_queue() -> None:
+    """Only the app writes its work and bulk queues: producers get Storage Queue Data Message
+    Sender scoped to the provisioning queue, and no other role anywhere."""
+    main = (INFRA / "main.bicep").read_text()
+    producers = (INFRA / "modules" / "producers.bicep").read_text()
+    module = main[main.index("module producers") : main.index("}\n", main.index("module producers"))]
+    assert "queueName: names.provisioningQueue" in module
+    assert re.findall(r"roleDefinitions', (\w+)\)", producers) == ["queueDataMessageSender"]
+    assert "var queueDataMessageSender = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'" in producers
+    assert "scope: queue\n" in producers
+    others = [p.read_text() for p in BICEP_FILES if p.name not in ("producers.bicep", "main.bicep")]
+    assert not any("producerPrincipalIds" in text for text in others)
 
 
 def test_graph_roles_cover_the_allow_list() -> None:
