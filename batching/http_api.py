@@ -5,21 +5,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
+from batching.callers import PRINCIPAL_HEADER, allowed_ids, caller_allowed, read_principal
 from batching.errors import PROBLEM_CONTENT_TYPE, Problem, problem_document
 from batching.models import JOB_ID_PATTERN
 from batching.records import JobSummary
 from batching.service import Accepted, Conflict, Invalid, JobView, ProvisioningService
 
 MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 async def post_job(req: func.HttpRequest, service: ProvisioningService) -> func.HttpResponse:
+    if (refused := _refuse_caller(req, service)) is not None:
+        return refused
     body = req.get_body()
     if len(body) > MAX_BODY_BYTES:
         return _problem(413, "The job is too large", [Problem("body", f"is over {MAX_BODY_BYTES} bytes")])
@@ -42,6 +47,8 @@ async def post_job(req: func.HttpRequest, service: ProvisioningService) -> func.
 
 
 async def get_job(req: func.HttpRequest, service: ProvisioningService) -> func.HttpResponse:
+    if (refused := _refuse_caller(req, service)) is not None:
+        return refused
     job_id = req.route_params.get("jobId", "")
     if not re.match(JOB_ID_PATTERN, job_id):
         return _problem(400, "The job id is invalid", [Problem("jobId", "must match [A-Za-z0-9._-]{1,64}")])
@@ -57,6 +64,28 @@ async def get_job_by_id(
     if not view.summary.done:
         return _accepted(req, service, job_id, _progress(job_id, view.summary, req, service))
     return _json(200, _results(view, status_url(req, service, job_id)))
+
+
+def _refuse_caller(req: func.HttpRequest, service: ProvisioningService) -> func.HttpResponse | None:
+    """403 when ALLOWED_CALLER_IDS is set and the signed-in caller is not on it (see callers)."""
+    allowed = allowed_ids(service.settings.allowed_caller_ids)
+    header = req.headers.get(PRINCIPAL_HEADER)
+    if caller_allowed(allowed, header):
+        return None
+    caller = read_principal(header)
+    if caller is None:
+        log.warning("refused a caller: no App Service authentication principal, ALLOWED_CALLER_IDS is set")
+    else:  # ids only (GUIDs), so the operator can tell which one to add
+        log.warning(
+            "refused a caller not on ALLOWED_CALLER_IDS: application ids %s, object ids %s",
+            sorted(caller.app_ids),
+            sorted(caller.object_ids),
+        )
+    return _problem(
+        403,
+        "The caller is not allowed",
+        [Problem("caller", "is not on the list of allowed applications and identities")],
+    )
 
 
 def status_url(req: func.HttpRequest, service: ProvisioningService, job_id: str) -> str:

@@ -142,6 +142,14 @@ class Settings(BaseSettings):
         """The Functions host's poison queue for the provisioning queue."""
         return f"{self.provisioning_queue}-poison"
 
+    # Callers of the HTTP API, when Entra ID sign-in (App Service authentication) is on: client
+    # (application) ids and/or object ids, comma-separated; empty: any caller with a valid key.
+    allowed_caller_ids: str = Field(
+        default="",
+        validation_alias=AliasChoices("ALLOWED_CALLER_IDS"),
+        pattern=r"^\s*([0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}\s*(,\s*|$))*$",
+    )
+
 
 def setting_names() -> frozenset[str]:
     """Every app-setting name the settings object reads (for docs, samples and Bicep checks)."""

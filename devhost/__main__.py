@@ -2,6 +2,7 @@
 
 Settings: the environment, then local.settings.json `Values` (the environment wins).
 DEVHOST_HOST (127.0.0.1), DEVHOST_PORT (7071), FUNCTION_APP_MODULE (function_app).
+Function keys: DEVHOST_HOST_KEY, else local.keys.json (written on the first start); see devhost.keys.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import uvicorn
 
 from devhost.config import QueueOptions, load_local_settings
 from devhost.host import build_host
+from devhost.keys import host_keys
 
 
 def main() -> None:
@@ -24,11 +26,18 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     host = os.environ.get("DEVHOST_HOST", "127.0.0.1")
     port = int(os.environ.get("DEVHOST_PORT", "7071"))
+    keys = host_keys(root)
     app = build_host(
-        os.environ.get("FUNCTION_APP_MODULE", "function_app"), QueueOptions.from_host_json(root / "host.json")
+        os.environ.get("FUNCTION_APP_MODULE", "function_app"),
+        QueueOptions.from_host_json(root / "host.json"),
+        keys,
     )
     source = settings_file.name if settings_file else "no settings file"
-    print(f"Functions dev host on http://{host}:{port}/api (environment, then {source})", flush=True)
+    print(
+        f"Functions dev host on http://{host}:{port}/api (environment, then {source}; "
+        f"function keys from {keys.source})",
+        flush=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

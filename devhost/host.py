@@ -25,11 +25,13 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue.aio import QueueClient
 from croniter import croniter
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from devhost.config import QueueOptions, resolve
+from devhost.keys import KEY_HEADER, KEY_QUERY, HostKeys, auth_level, presented_key
 
 log = logging.getLogger("devhost")
 LEASE_SECONDS = int(os.environ.get("DEVHOST_MESSAGE_LEASE_SECONDS", "30"))
@@ -44,12 +46,16 @@ class FunctionEntry:
 
 def discover(module_name: str) -> list[FunctionEntry]:
     """Each function's trigger binding, exactly as the Functions host would read it."""
-    module = importlib.import_module(module_name)
+    return entries_of(importlib.import_module(module_name).app)
+
+
+def entries_of(app: func.FunctionApp) -> list[FunctionEntry]:
     entries = []
-    for function in module.app.get_functions():
+    for function in app.get_functions():
         bindings = [json.loads(raw) for raw in function.get_raw_bindings()]
         trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
-        entries.append(FunctionEntry(function.get_function_name(), function.get_user_function(), trigger))
+        name = str(function.get_function_name())
+        entries.append(FunctionEntry(name, function.get_user_function(), trigger))
     return entries
 
 
@@ -62,15 +68,28 @@ async def invoke(entry: FunctionEntry, argument: Any) -> Any:
 
 def _route_regex(route: str) -> re.Pattern[str]:
     pattern = re.sub(r"\\\{(\w+)(?::\w+)?\\\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(route))
-    return re.compile(f"^{pattern}$")
+    return re.compile(f"^{pattern}\\Z")  # `$` would also match before a final line break
 
 
-def http_app(entries: list[FunctionEntry]) -> Starlette:
+class _WholePath(PathConvertor):
+    """Starlette's `path`, which stops at a line break (its `.*`), made to take the whole path:
+    route parameters get what the caller sent, as in Azure (`/api/jobs/abc%0A` reaches the
+    function as `abc` plus a line feed, and is refused there)."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("wholepath", _WholePath())
+
+
+def http_app(entries: list[FunctionEntry], keys: HostKeys) -> Starlette:
+    """HTTP functions under /api, each behind its own authLevel (see devhost.keys)."""
     routes = [
         (
             _route_regex(e.trigger.get("route") or e.name),
             {m.upper() for m in e.trigger.get("methods") or []},
             e,
+            auth_level(e.trigger),
         )
         for e in entries
         if e.trigger["type"] == "httpTrigger"
@@ -79,13 +98,16 @@ def http_app(entries: list[FunctionEntry]) -> Starlette:
     async def dispatch(request: Request) -> Response:
         path = request.path_params["path"]
         allowed = False
-        for pattern, methods, entry in routes:
+        for pattern, methods, entry, level in routes:
             match = pattern.match(path)
             if not match:
                 continue
             allowed = True
             if methods and request.method not in methods:
                 continue
+            key = presented_key(request.headers.getlist(KEY_HEADER), request.query_params.getlist(KEY_QUERY))
+            if not keys.allows(level, key):
+                return Response(status_code=401)  # as Azure: empty body, the function never runs
             req = func.HttpRequest(
                 request.method,
                 str(request.url),
@@ -109,7 +131,8 @@ def http_app(entries: list[FunctionEntry]) -> Starlette:
     running: set[asyncio.Task[None]] = set()
 
     async def run_now(request: Request) -> Response:
-        """`POST /admin/functions/{name}`: run a non-HTTP function once now, as the host does."""
+        """`POST /admin/functions/{name}`: run a non-HTTP function once now, as the host does
+        (open locally; Azure asks for the master key)."""
         entry = others.get(request.path_params["name"])
         if entry is None:
             return Response(status_code=404)
@@ -120,7 +143,7 @@ def http_app(entries: list[FunctionEntry]) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/api/{path:path}", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route("/api/{path:wholepath}", dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             Route("/admin/functions/{name}", run_now, methods=["POST"]),
         ]
     )
@@ -274,9 +297,9 @@ def background_tasks(entries: list[FunctionEntry], options: QueueOptions) -> lis
     return starters
 
 
-def build_host(module_name: str, options: QueueOptions) -> Starlette:
+def build_host(module_name: str, options: QueueOptions, keys: HostKeys) -> Starlette:
     entries = discover(module_name)
-    app = http_app(entries)
+    app = http_app(entries, keys)
     starters = background_tasks(entries, options)
 
     @contextlib.asynccontextmanager

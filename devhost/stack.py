@@ -23,6 +23,7 @@ from pathlib import Path
 import uvicorn
 
 from devhost.config import load_local_settings
+from devhost.keys import KEY_HEADER, KEY_SETTING, host_keys, new_key
 from emulator.app import GraphEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,10 +136,16 @@ class DevHost:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    key: str  # its host key: function-level routes answer 401 without it
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a caller sends to get past the function key check."""
+        return {KEY_HEADER: self.key}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -150,8 +157,11 @@ class DevHost:
 
 
 def start_devhost(env: Mapping[str, str], log_path: Path) -> DevHost:
+    """A dev host on a free port; its host key is `DEVHOST_HOST_KEY` from `env` (hosts of one
+    app share it, as instances do in Azure) or a new one, never the project's keys file."""
     port = free_port()
     full_env = {**os.environ, **env, "DEVHOST_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    full_env[KEY_SETTING] = full_env.get(KEY_SETTING) or new_key()
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "devhost"],
@@ -160,7 +170,7 @@ def start_devhost(env: Mapping[str, str], log_path: Path) -> DevHost:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    host = DevHost(process, port, log_path)
+    host = DevHost(process, port, log_path, full_env[KEY_SETTING])
     try:
         wait_for_port(port, process=process)
     except Exception as error:
@@ -242,16 +252,19 @@ def _start_stack(stack: contextlib.ExitStack, children: list[subprocess.Popen[by
         os.environ["GRAPH_BASE_URL"] = EMBEDDED_GRAPH.format(port=port)
         os.environ.setdefault("GRAPH_CREDENTIAL", "emulator")
     port = int(os.environ.get("DEVHOST_PORT", "7071"))
+    keys = host_keys(ROOT)  # the dev host reads the same: DEVHOST_HOST_KEY, else local.keys.json
     env = {**os.environ, "DEVHOST_PORT": str(port)}
     children.append(subprocess.Popen([sys.executable, "-m", "devhost"], cwd=ROOT, env=env))
     wait_for_port(port, process=children[-1])
     api = f"http://127.0.0.1:{port}/api"
     graph = os.environ["GRAPH_BASE_URL"]
+    key = f"{KEY_HEADER}: {keys.default}"
     print(
         "\nThe stack is up. Submit a job:\n\n"
-        f"  curl -si -X POST {api}/jobs -H 'Content-Type: application/json' \\\n"
+        f"  curl -si -X POST {api}/jobs -H 'Content-Type: application/json' -H '{key}' \\\n"
         f"       -d '{json.dumps(SAMPLE_JOB)}'\n\n"
-        f"then poll the Location it answers with (e.g. curl -s {api}/jobs/hello-graph).\n"
+        f"then poll the Location it answers with (e.g. curl -s -H '{key}' {api}/jobs/hello-graph).\n"
+        f"The function key is from {keys.source}; sent as ?code= instead, it is kept in the Location.\n"
         f"Graph: {graph}  (emulator calls: {graph.rsplit('/', 1)[0]}/_emulator/calls)\n"
         "Ctrl-C stops everything.\n",
         flush=True,

@@ -51,6 +51,13 @@ param authClientId string = ''
 @description('Audiences accepted in caller tokens (when enableEntraAuth), e.g. api://<client id>.')
 param authAllowedAudiences array = []
 
+@description('Client (application) ids of the apps allowed to call the API, comma-separated (when enableEntraAuth). Empty: any app of the tenant.')
+param allowedCallerAppIds string = ''
+
+@description('Object ids of the users and service principals allowed to call the API, comma-separated (when enableEntraAuth). Empty: any. App Service takes at most 500 characters.')
+@maxLength(500)
+param allowedCallerObjectIds string = ''
+
 @description('Object ids of the systems that drop jobs on the provisioning queue: each may send messages to that queue and to nothing else.')
 param producerPrincipalIds array = []
 
@@ -164,6 +171,8 @@ module functionApp 'modules/functionapp.bicep' = {
     enableEntraAuth: enableEntraAuth
     authClientId: authClientId
     authAllowedAudiences: authAllowedAudiences
+    allowedCallerAppIds: allowedCallerAppIds
+    allowedCallerObjectIds: allowedCallerObjectIds
   }
   dependsOn: [roles]
 }

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from devhost.keys import KEY_SETTING, new_key
 from devhost.stack import Azurite, DevHost, ServedEmulator, run_azurite, serve_emulator, start_devhost
 
 
@@ -51,6 +52,7 @@ def app_env(azurite: Azurite, graph: ServedEmulator) -> dict[str, str]:
         "GRAPH_READ_UNITS_PER_SECOND": "10000",
         "PACING_TABLE": f"Pacing{suffix}",
         "STATUS_RETRY_AFTER_SECONDS": "1",
+        KEY_SETTING: new_key(),  # the app's host key: every dev host of the test accepts it
     }
 
 

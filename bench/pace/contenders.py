@@ -56,7 +56,7 @@ class Product:
         jobs = [Job(f"pace-{run}-{i}", part) for i, part in enumerate(chunks(ops, self.job_size))]
         label = f"{re.sub(r'[^a-z0-9]+', '-', self.name.lower())}-{run}"
         with running_hosts(self.env(), self.hosts, self.log_dir, label) as hosts:
-            result = asyncio.run(run_jobs([h.base_url for h in hosts], jobs, self.timeout))
+            result = asyncio.run(run_jobs(hosts, jobs, self.timeout))
             peak = max(peak_rss_mib(h.process.pid) for h in hosts)
         return replace(result, peak_rss_mib=peak)
 

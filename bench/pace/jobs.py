@@ -13,6 +13,7 @@ import httpx
 
 from bench.pace.ops import Operation
 from bench.pace.result import RunResult
+from devhost.stack import DevHost
 
 REQUEST_TIMEOUT = 60.0  # recording 1,000 rows on Azurite under load can take a while
 MIN_POLL, MAX_POLL = 0.25, 5.0
@@ -46,20 +47,20 @@ def poll_delay(response: httpx.Response) -> float:
     return min(MAX_POLL, max(MIN_POLL, asked))
 
 
-async def submit(client: httpx.AsyncClient, host: str, job: Job) -> None:
+async def submit(client: httpx.AsyncClient, host: DevHost, job: Job) -> None:
     document = {"jobId": job.job_id, "operations": job.operations}
-    response = await client.post(f"{host}/api/jobs", json=document)
+    response = await client.post(f"{host.base_url}/api/jobs", json=document, headers=host.headers)
     if response.status_code != 202:
         raise RuntimeError(f"job {job.job_id}: POST answered {response.status_code}: {response.text[:500]}")
 
 
-async def wait(client: httpx.AsyncClient, host: str, job_id: str, deadline: float) -> JobOutcome:
+async def wait(client: httpx.AsyncClient, host: DevHost, job_id: str, deadline: float) -> JobOutcome:
     """Poll until the 200 or the deadline; a host too busy to answer is asked again."""
     last = JobOutcome()
     while time.monotonic() < deadline:
         delay = 1.0
         try:
-            response = await client.get(f"{host}/api/jobs/{job_id}")
+            response = await client.get(f"{host.base_url}/api/jobs/{job_id}", headers=host.headers)
         except httpx.TransportError:
             response = None
         if response is not None and response.status_code == 200:
@@ -70,12 +71,12 @@ async def wait(client: httpx.AsyncClient, host: str, job_id: str, deadline: floa
     return last
 
 
-async def submit_and_wait(client: httpx.AsyncClient, host: str, job: Job, deadline: float) -> JobOutcome:
+async def submit_and_wait(client: httpx.AsyncClient, host: DevHost, job: Job, deadline: float) -> JobOutcome:
     await submit(client, host, job)
     return await wait(client, host, job.job_id, deadline)
 
 
-async def run_jobs(hosts: Sequence[str], jobs: Sequence[Job], allowed: float) -> RunResult:
+async def run_jobs(hosts: Sequence[DevHost], jobs: Sequence[Job], allowed: float) -> RunResult:
     """Submit every job at once (round-robin over `hosts`), each followed by its own poller;
     after `allowed` seconds the run is reported as timed out."""
     started_at, start = time.time(), time.monotonic()

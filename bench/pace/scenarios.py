@@ -209,7 +209,7 @@ def scenario_3(bench: Bench) -> Outcome:
         run_bulk_pickup(hosts[0].base_url)
         time.sleep(delay)
         timeout = timeout_for(rows / LIMIT_100.writes_per_second)
-        result = asyncio.run(run_jobs([hosts[0].base_url], [urgent], timeout))
+        result = asyncio.run(run_jobs([hosts[0]], [urgent], timeout))
         row = bench.row(title, "product, 1 host (the small job)", result)
     met = not result.timed_out and result.completed == URGENT_OPS
     before = sum(1 for at in row.calls.success_times if at < 0)

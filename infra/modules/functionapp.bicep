@@ -24,6 +24,15 @@ param maxAttempts int
 param enableEntraAuth bool
 param authClientId string
 param authAllowedAudiences array
+param allowedCallerAppIds string
+param allowedCallerObjectIds string
+
+// Who may call the API once Entra ID sign-in is on: App Service's own policy refuses anyone else
+// (it requires the app AND the identity when both lists are set), and the app checks the
+// signed-in caller against ALLOWED_CALLER_IDS again (any of its ids on the joined list).
+var callerAppIds = filter(map(split(allowedCallerAppIds, ','), id => trim(id)), id => !empty(id))
+var callerObjectIds = filter(map(split(allowedCallerObjectIds, ','), id => trim(id)), id => !empty(id))
+var allowedCallerIds = enableEntraAuth ? join(concat(callerAppIds, callerObjectIds), ',') : ''
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: zone redundancy is not offered on the Flex Consumption FC1 plan
@@ -99,6 +108,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BULK_CONTAINER', value: bulkContainer }
         { name: 'BULK_SCHEDULE', value: bulkSchedule }
         { name: 'BULK_WAIT_SECONDS', value: '240' }
+        // Set only with Entra ID sign-in: without it, nothing vouches for the caller's identity.
+        { name: 'ALLOWED_CALLER_IDS', value: allowedCallerIds }
         // Telemetry by identity: the component has local auth disabled.
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD;ClientId=${identityClientId}' }
@@ -153,6 +164,12 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableEntraAuth) {
         }
         validation: {
           allowedAudiences: authAllowedAudiences
+          defaultAuthorizationPolicy: {
+            allowedApplications: callerAppIds
+            allowedPrincipals: {
+              identities: callerObjectIds
+            }
+          }
         }
       }
     }

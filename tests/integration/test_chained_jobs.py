@@ -18,7 +18,7 @@ def app_env(app_env: dict[str, str]) -> dict[str, str]:
 
 
 def _run(devhost: DevHost, document: dict[str, Any]) -> dict[str, Any]:
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=devhost.headers) as client:
         accepted = client.post(f"{devhost.base_url}/api/jobs", content=json.dumps(document))
         assert accepted.status_code == 202, accepted.text
         final = poll_job(client, accepted.headers["Location"], timeout=90)[-1]

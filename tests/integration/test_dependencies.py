@@ -40,7 +40,7 @@ def test_chain_listed_dependent_first_runs_in_order(devhost: DevHost, graph: Ser
             },
         ],
     }
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=devhost.headers) as client:
         accepted = client.post(f"{devhost.base_url}/api/jobs", content=json.dumps(body))
         assert accepted.status_code == 202, accepted.text
         final = poll_job(client, accepted.headers["Location"])[-1]
@@ -73,7 +73,7 @@ def test_failed_step_skips_its_dependents_without_sending_them(
             },
         ],
     }
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=devhost.headers) as client:
         accepted = client.post(f"{devhost.base_url}/api/jobs", content=json.dumps(body))
         final = poll_job(client, accepted.headers["Location"])[-1]
 

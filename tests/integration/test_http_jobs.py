@@ -13,10 +13,11 @@ def test_posted_45_operation_job_runs_in_3_batches_and_polls_202_then_200(
 ) -> None:
     graph.emulator.tenant.seed_users(45)
     with httpx.Client(timeout=30) as client:
-        accepted = client.post(f"{devhost.base_url}/api/jobs?code=k1", content=job(patch_users(45), "job-45"))
+        posted = f"{devhost.base_url}/api/jobs?code={devhost.key}"
+        accepted = client.post(posted, content=job(patch_users(45), "job-45"))
         assert accepted.status_code == 202, accepted.text
         location = accepted.headers["Location"]
-        assert location == f"{devhost.base_url}/api/jobs/job-45?code=k1"
+        assert location == f"{devhost.base_url}/api/jobs/job-45?code={devhost.key}"
         assert int(accepted.headers["Retry-After"]) >= 1
         assert accepted.json()["jobId"] == "job-45"
         assert accepted.json()["operationCount"] == 45
@@ -44,6 +45,6 @@ def test_posted_45_operation_job_runs_in_3_batches_and_polls_202_then_200(
 
 
 def test_unknown_job_is_404(devhost: DevHost) -> None:
-    response = httpx.get(f"{devhost.base_url}/api/jobs/nope")
+    response = httpx.get(f"{devhost.base_url}/api/jobs/nope", headers=devhost.headers)
     assert response.status_code == 404
     assert response.json()["errors"][0]["field"] == "jobId"

@@ -18,7 +18,7 @@ def test_reposting_a_finished_job_returns_its_results_and_sends_nothing(
 ) -> None:
     graph.emulator.tenant.seed_users(3)
     body = job(patch_users(3), "repost")
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=devhost.headers) as client:
         first = client.post(f"{devhost.base_url}/api/jobs", content=body)
         final = poll_job(client, first.headers["Location"])[-1]
         calls = len(graph.emulator.batch_calls())
@@ -63,7 +63,7 @@ def test_user_that_already_exists_counts_as_created_and_its_id_still_resolves(
             {"id": "title", "method": "PATCH", "url": "/users/{{user.id}}", "body": {"jobTitle": "Lead"}},
         ]
     }
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=devhost.headers) as client:
         accepted = client.post(f"{devhost.base_url}/api/jobs", content=json.dumps(document))
         result = poll_job(client, accepted.headers["Location"])[-1].json()
     ops = {op["id"]: op for op in result["operations"]}

@@ -55,7 +55,7 @@ def test_invalid_http_job_gets_400_naming_every_bad_field(
     devhost: DevHost, graph: ServedEmulator, case: str
 ) -> None:
     body, fields = CASES[case]
-    response = httpx.post(f"{devhost.base_url}/api/jobs", content=body, timeout=30)
+    response = httpx.post(f"{devhost.base_url}/api/jobs", content=body, headers=devhost.headers, timeout=30)
     assert response.status_code == 400, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     problem = response.json()

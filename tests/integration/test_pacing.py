@@ -85,7 +85,7 @@ def test_two_processes_sharing_one_storage_account_never_exceed_the_budget_in_an
     graph.emulator.tenant.seed_users(240)
     budget = {"GRAPH_WRITES_PER_SECOND": str(BUDGET)}
     envs = [_instance_env(app_env, **budget), _instance_env(app_env, **budget)]
-    with _hosts(envs, tmp_path) as hosts, httpx.Client(timeout=30) as client:
+    with _hosts(envs, tmp_path) as hosts, httpx.Client(timeout=30, headers=hosts[0].headers) as client:
         locations = [
             _submit(client, hosts[0], "first", _patches("a", range(1, 121))),
             _submit(client, hosts[1], "second", _patches("b", range(121, 241))),
@@ -111,7 +111,7 @@ def test_a_hold_learned_by_one_process_is_honoured_by_the_other(
         {"itemFaults": [{"urlContains": "user1@", "status": 429, "times": 1, "retryAfter": "4"}]}
     )
     envs = [_instance_env(app_env), _instance_env(app_env)]
-    with _hosts(envs, tmp_path) as hosts, httpx.Client(timeout=30) as client:
+    with _hosts(envs, tmp_path) as hosts, httpx.Client(timeout=30, headers=hosts[0].headers) as client:
         first = _submit(client, hosts[0], "throttled", _patches("t", range(1, 2)))
         wait_until(lambda: bool(graph.emulator.batch_calls()), timeout=30)
         second = _submit(client, hosts[1], "bystander", _patches("b", range(2, 22)))
@@ -136,7 +136,7 @@ def test_a_flow_job_is_not_stuck_behind_a_bulk_drain(
         lines = "".join(f"user{n}@contoso.com,Drained\n" for n in range(1, 301))
         container.upload_blob("nightly.csv", ("userPrincipalName,department\n" + lines).encode())
     env = {**app_env, "GRAPH_WRITES_PER_SECOND": str(BUDGET)}
-    with _hosts([env], tmp_path) as [host], httpx.Client(timeout=30) as client:
+    with _hosts([env], tmp_path) as [host], httpx.Client(timeout=30, headers=host.headers) as client:
         run_bulk_pickup(host.base_url)
         wait_until(lambda: len(_write_times(graph)) >= 40, timeout=60)  # the drain is under way
         location = _submit(client, host, "flow", _patches("f", range(301, 321)))
