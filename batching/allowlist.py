@@ -69,7 +69,9 @@ class AllowedOperation:
 
     @property
     def segments(self) -> tuple[str, ...]:
-        """The template's path segments; `{id}` stands for any one valid segment."""
+        """The template's path segments; `{id}` stands for any one valid segment, and `{key}`
+        inside a segment (`groups(uniqueName='{key}')`) for an OData string literal's text,
+        quotes doubled."""
         return tuple(self.template.split("/")[1:])
 
 
@@ -97,6 +99,9 @@ ALLOWED_OPERATIONS: Final[tuple[AllowedOperation, ...]] = (
     AllowedOperation("GET", "/groups/{id}/owners", "Group.ReadWrite.All"),
     AllowedOperation("POST", "/groups/{id}/owners/$ref", "Group.ReadWrite.All"),
     AllowedOperation("DELETE", "/groups/{id}/owners/{id}/$ref", "Group.ReadWrite.All"),
+    # A group by its alternate key: the upsert (`Prefer: create-if-missing`) and its read.
+    AllowedOperation("PATCH", "/groups(uniqueName='{key}')", "Group.ReadWrite.All"),
+    AllowedOperation("GET", "/groups(uniqueName='{key}')", "Group.ReadWrite.All"),
     # Teams and channels
     AllowedOperation("PUT", "/groups/{id}/team", "Team.Create"),
     AllowedOperation("POST", "/teams", "Team.Create"),
@@ -106,14 +111,33 @@ ALLOWED_OPERATIONS: Final[tuple[AllowedOperation, ...]] = (
     # Calendars
     AllowedOperation("POST", "/users/{id}/events", "Calendars.ReadWrite"),
     AllowedOperation("POST", "/groups/{id}/events", "Calendars.ReadWrite"),
+    AllowedOperation("GET", "/users/{id}/events/{id}", "Calendars.ReadWrite"),
+    AllowedOperation("GET", "/groups/{id}/events/{id}", "Calendars.ReadWrite"),
     AllowedOperation("GET", "/users/{id}/calendar/calendarPermissions", "Calendars.ReadWrite"),
     AllowedOperation("POST", "/users/{id}/calendar/calendarPermissions", "Calendars.ReadWrite"),
     AllowedOperation("PATCH", "/users/{id}/calendar/calendarPermissions/{id}", "Calendars.ReadWrite"),
 )
 
+# `{key}` inside a template segment: an OData string literal's text, every quote doubled.
+KEY_PLACEHOLDER: Final = "{key}"
+_KEY_TEXT: Final = "((?:[^']|'')+)"
+
+
+def _segment_matcher(segment: str) -> str | re.Pattern[str]:
+    """How a template segment matches a decoded, lower-cased path segment: `{id}`, a literal
+    word, or a pattern for a segment with a `{key}` in it."""
+    lowered = segment.lower()
+    if KEY_PLACEHOLDER not in lowered:
+        return lowered
+    before, after = lowered.split(KEY_PLACEHOLDER, 1)
+    return re.compile(re.escape(before) + _KEY_TEXT + re.escape(after))
+
+
 _BY_METHOD: Final = {
     method: tuple(
-        (op, tuple(s.lower() for s in op.segments)) for op in ALLOWED_OPERATIONS if op.method == method
+        (op, tuple(_segment_matcher(s) for s in op.segments))
+        for op in ALLOWED_OPERATIONS
+        if op.method == method
     )
     for method in {op.method for op in ALLOWED_OPERATIONS}
 }
@@ -260,20 +284,31 @@ def find_allowed(method: str, path: str) -> AllowedOperation | None:
     raw_segments = masked.split("/")[1:]
     if any(_segment_problem(segment) for segment in raw_segments):
         return None
-    decoded = [None if _MASK in s else (_decode(s) or "").lower() for s in raw_segments]
+    # (decoded text, whether a reference stands in it): a reference may stand for an id or
+    # for a key's text, never for a word of the path.
+    decoded = [((_decode(s.replace(_MASK, "r")) or "").lower(), _MASK in s) for s in raw_segments]
     for op, template in candidates:
         if len(template) == len(decoded) and all(
-            want == "{id}" or got == want for want, got in zip(template, decoded, strict=True)
+            _segment_matches(want, got, referenced)
+            for want, (got, referenced) in zip(template, decoded, strict=True)
         ):
             return op
     return None
 
 
+def _segment_matches(want: str | re.Pattern[str], got: str, referenced: bool) -> bool:
+    if want == "{id}":
+        return True
+    if isinstance(want, re.Pattern):
+        return want.fullmatch(got) is not None
+    return not referenced and got == want
+
+
 _VOCABULARY: Final = frozenset(
-    segment.lower() for op in ALLOWED_OPERATIONS for segment in op.segments if segment != "{id}"
+    segment.lower() for op in ALLOWED_OPERATIONS for segment in op.segments if "{" not in segment
 )
 _SPELLING: Final = {
-    segment.lower(): segment for op in ALLOWED_OPERATIONS for segment in op.segments if segment != "{id}"
+    segment.lower(): segment for op in ALLOWED_OPERATIONS for segment in op.segments if "{" not in segment
 }
 
 

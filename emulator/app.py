@@ -278,6 +278,7 @@ class GraphEmulator:
             "method": request.method,
             "url": "/" + request.path_params["path"] + (f"?{query}" if query else ""),
             "body": None,
+            "headers": {k: v for k, v in request.headers.items() if k.lower() == "prefer"},
         }
         answer = await self._direct_answer(request, item)
         record["items"].append(_item_record(item, answer))
@@ -346,7 +347,7 @@ class GraphEmulator:
                     answer.headers["Retry-After"] = self._retry_after_value(verdict.retry_after)
                 return answer
             limit_headers = verdict.headers
-        answer = self.tenant.handle(method, url, item.get("body"))
+        answer = self.tenant.handle(method, url, item.get("body"), item.get("headers"))
         answer.headers.update(limit_headers)
         if answer.status < 300 and answer.body is not None:
             answer.headers.setdefault("Content-Type", "application/json")

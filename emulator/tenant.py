@@ -1,13 +1,15 @@
-"""The emulator's in-memory tenant: users, groups, members, licences, teams, channels, events."""
+"""The emulator's in-memory tenant: users, groups (and their uniqueName upsert), members, licences,
+teams, channels, events (deduplicated by transactionId)."""
 
 from __future__ import annotations
 
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 JsonBody = Any
 
@@ -27,6 +29,8 @@ def error(status: int, code: str, message: str, details: list[dict[str, str]] | 
     return Answer(status, {"error": payload})
 
 
+# A handler gets the tenant, the path's named parts (plus `$query`, the raw query string, and
+# `$prefer`, the request's Prefer header) and the JSON body.
 Handler = Callable[["Tenant", dict[str, str], JsonBody], Answer]
 
 
@@ -35,6 +39,7 @@ class Tenant:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     user_ids_by_upn: dict[str, str] = field(default_factory=dict)  # lower-case UPN -> id
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    group_ids_by_unique_name: dict[str, str] = field(default_factory=dict)  # lower-case -> id
     members: dict[str, set[str]] = field(default_factory=dict)
     owners: dict[str, set[str]] = field(default_factory=dict)
     managers: dict[str, str] = field(default_factory=dict)
@@ -42,6 +47,8 @@ class Tenant:
     teams: dict[str, dict[str, Any]] = field(default_factory=dict)
     channels: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # (calendar owner's id, transactionId) -> (the event's id, the body that created it)
+    event_transactions: dict[tuple[str, str], tuple[str, JsonBody]] = field(default_factory=dict)
     calendar_permissions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     created: list[tuple[str, str]] = field(default_factory=list)  # (kind, key) per create
     # Replication lag: a new user or group is invisible to other requests for this long.
@@ -90,14 +97,18 @@ class Tenant:
 
     # --- request routing -------------------------------------------------------------
 
-    def handle(self, method: str, url: str, body: JsonBody) -> Answer:
-        path = url.split("?", 1)[0].rstrip("/") or "/"
+    def handle(
+        self, method: str, url: str, body: JsonBody, headers: Mapping[str, str] | None = None
+    ) -> Answer:
+        path, _, query = url.partition("?")
+        path = path.rstrip("/") or "/"
+        prefer = next((v for k, v in (headers or {}).items() if k.lower() == "prefer"), "")
         for route_method, pattern, handler in ROUTES:
             if route_method != method:
                 continue
             match = pattern.match(path)
             if match:
-                return handler(self, match.groupdict(), body)
+                return handler(self, {**match.groupdict(), "$query": query, "$prefer": prefer}, body)
         return error(400, "BadRequest", f"Resource not found for the segment '{path}' (emulator)")
 
 
@@ -204,11 +215,69 @@ def assign_license(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
 def create_group(t: Tenant, _: dict[str, str], body: JsonBody) -> Answer:
     if not isinstance(body, dict) or not body.get("displayName") or not body.get("mailNickname"):
         return error(400, "Request_BadRequest", "Properties displayName and mailNickname are required.")
+    unique_name = body.get("uniqueName")
+    if isinstance(unique_name, str) and unique_name.lower() in t.group_ids_by_unique_name:
+        return error(
+            400,
+            "Request_BadRequest",
+            "Another object with the same value for property uniqueName already exists.",
+            [{"code": "ObjectConflict", "target": "uniqueName"}],
+        )
+    return Answer(201, _add_group(t, body))
+
+
+def _add_group(t: Tenant, body: dict[str, Any]) -> dict[str, Any]:
     group = {"id": str(uuid.uuid4()), "groupTypes": [], **body}
     t.groups[group["id"]] = group
+    if isinstance(group.get("uniqueName"), str):
+        t.group_ids_by_unique_name[group["uniqueName"].lower()] = group["id"]
     t.visible_at[group["id"]] = time.monotonic() + t.lag_seconds
     t.created.append(("group", group["id"]))
-    return Answer(201, group)
+    return group
+
+
+_ODATA_TEXT = re.compile(r"(?:[^']|'')+")
+
+
+def _unique_name(p: dict[str, str]) -> str | None:
+    """The uniqueName in `groups(uniqueName='..')`: percent-decoded, quotes undoubled (None
+    when it is not an OData string literal)."""
+    text = unquote(p["key"])
+    return text.replace("''", "'") if _ODATA_TEXT.fullmatch(text) else None
+
+
+def _group_by_unique_name(t: Tenant, unique_name: str) -> dict[str, Any] | None:
+    group_id = t.group_ids_by_unique_name.get(unique_name.lower())
+    return t.groups.get(group_id) if group_id else None
+
+
+def upsert_group(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
+    """`PATCH /groups(uniqueName='..')`: Graph's upsert. The group exists: updated, 204 and no
+    body. It is missing: with `Prefer: create-if-missing`, created (201 with the group), else
+    404 (a plain update of nothing)."""
+    unique_name = _unique_name(p)
+    if unique_name is None:
+        return error(400, "BadRequest", "Invalid key: uniqueName must be a quoted string.")
+    if not isinstance(body, dict):
+        return error(400, "Request_BadRequest", "A JSON object body is required.")
+    group = _group_by_unique_name(t, unique_name)
+    if group is not None:
+        group.update({k: v for k, v in body.items() if k not in {"id", "uniqueName"}})
+        return Answer(204)
+    preferences = {part.strip().lower() for part in re.split(r"[,;]", p.get("$prefer", ""))}
+    if "create-if-missing" not in preferences:
+        return _not_found("group", unique_name)
+    if not body.get("displayName") or not body.get("mailNickname"):
+        return error(400, "Request_BadRequest", "Properties displayName and mailNickname are required.")
+    return Answer(201, _add_group(t, {**body, "uniqueName": unique_name}))
+
+
+def get_group_by_unique_name(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    unique_name = _unique_name(p)
+    group = _group_by_unique_name(t, unique_name) if unique_name is not None else None
+    if group is None or not t._visible(group["id"]):
+        return _not_found("group", unique_name or p["key"])
+    return Answer(200, group)
 
 
 def get_group(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
@@ -294,28 +363,79 @@ def create_channel(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
     if not name:
         return error(400, "BadRequest", "displayName is required.")
     if any(c["displayName"].lower() == name.lower() for c in t.channels[p["team"]]):
-        return error(400, "NameAlreadyExists", f"Channel name '{name}' already existed.")
+        # Names are unique in a team; Graph's answer as it is seen (its docs name none).
+        return error(400, "BadRequest", "Channel name already existed, please use other name.")
     channel = {"id": f"19:{uuid.uuid4().hex}@thread.tacv2", **body}
     t.channels[p["team"]].append(channel)
     t.created.append(("channel", f"{p['team']}/{name.lower()}"))
     return Answer(201, channel)
 
 
+_DISPLAY_NAME_FILTER = re.compile(r"\s*displayName\s+eq\s+'((?:[^']|'')*)'\s*", re.IGNORECASE)
+
+
 def list_channels(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    """The team's channels; `$filter=displayName eq '..'` (quotes doubled) is the one filter
+    understood, matched ignoring case as Teams compares channel names."""
     if p["team"] not in t.teams:
         return _not_found("team", p["team"])
-    return Answer(200, {"value": t.channels[p["team"]]})
+    channels = t.channels[p["team"]]
+    for option in p.get("$query", "").split("&"):
+        name, _, value = option.partition("=")
+        if unquote(name) != "$filter":
+            continue
+        match = _DISPLAY_NAME_FILTER.fullmatch(unquote(value))
+        if match is None:
+            return error(400, "BadRequest", "Only $filter=displayName eq '...' is supported (emulator).")
+        wanted = match.group(1).replace("''", "'").lower()
+        channels = [c for c in channels if str(c.get("displayName", "")).lower() == wanted]
+    return Answer(200, {"value": channels})
+
+
+def _calendar_owner(t: Tenant, p: dict[str, str]) -> str | None:
+    """The id of the user or group whose calendar the path names (by id or UPN), or None."""
+    if "user" in p:
+        user = t.find_user(p["user"])
+        return str(user["id"]) if user else None
+    group = t.group(p["group"])
+    return str(group["id"]) if group else None
 
 
 def create_event(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
-    owner = p.get("user") or p.get("group") or ""
-    exists = t.find_user(owner) if "user" in p else t.group(owner)
-    if not exists:
-        return _not_found("owner", owner)
+    """An event; a `transactionId` already used in this calendar creates nothing more: Graph
+    documents the property as the way "to avoid redundant POST operations in case of client
+    retries to create the same event". The same request again is answered 201 with the event
+    it created; another event under a used transactionId gets Graph's error as it is seen,
+    400 `ErrorDuplicateTransactionId` naming the existing event."""
+    owner = _calendar_owner(t, p)
+    if owner is None:
+        return _not_found("owner", p.get("user") or p.get("group") or "")
+    transaction = body.get("transactionId") if isinstance(body, dict) else None
+    if isinstance(transaction, str) and (owner, transaction) in t.event_transactions:
+        event_id, first_body = t.event_transactions[(owner, transaction)]
+        if body == first_body:
+            return Answer(201, next(e for e in t.events[owner] if e["id"] == event_id))
+        duplicate = error(
+            400,
+            "ErrorDuplicateTransactionId",
+            "Your request can't be completed. The TransactionId specified in the request has "
+            "already been used to create a different event.",
+        )
+        duplicate.body["error"]["@event.existingEventId"] = event_id
+        return duplicate
     event = {"id": str(uuid.uuid4()), **(body if isinstance(body, dict) else {})}
     t.events.setdefault(owner, []).append(event)
+    if isinstance(transaction, str):
+        t.event_transactions[(owner, transaction)] = (event["id"], body)
     t.created.append(("event", event["id"]))
     return Answer(201, event)
+
+
+def get_event(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    owner = _calendar_owner(t, p)
+    wanted = unquote(p["event"])
+    event = next((e for e in t.events.get(owner or "", []) if e["id"] == wanted), None)
+    return Answer(200, event) if event else _not_found("event", p["event"])
 
 
 def add_calendar_permission(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
@@ -350,8 +470,11 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     _route("GET", "/users/{user}/manager", get_manager),
     _route("POST", "/users/{user}/assignLicense", assign_license),
     _route("POST", "/users/{user}/events", create_event),
+    _route("GET", "/users/{user}/events/{event}", get_event),
     _route("POST", "/users/{user}/calendar/calendarPermissions", add_calendar_permission),
     _route("POST", "/groups", create_group),
+    _route("PATCH", "/groups(uniqueName='{key}')", upsert_group),
+    _route("GET", "/groups(uniqueName='{key}')", get_group_by_unique_name),
     _route("GET", "/groups/{group}", get_group),
     _route("PATCH", "/groups/{group}", patch_group),
     _route("POST", "/groups/{group}/members/$ref", add_member),
@@ -360,6 +483,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     _route("POST", "/groups/{group}/owners/$ref", lambda t, p, b: add_member(t, p, b, role="owners")),
     _route("PUT", "/groups/{group}/team", create_team),
     _route("POST", "/groups/{group}/events", create_event),
+    _route("GET", "/groups/{group}/events/{event}", get_event),
     _route("GET", "/teams/{team}", get_team),
     _route("GET", "/teams/{team}/channels", list_channels),
     _route("POST", "/teams/{team}/channels", create_channel),
