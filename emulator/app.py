@@ -30,6 +30,9 @@ GET  /_emulator/tenant       counts of users, groups, teams; what was created
 - `itemFaults`: `[{"urlContains": "...", "method": "PATCH", "status": 429, "times": 2,
   "retryAfter": "0.2"}]`, for batch items and single requests alike.
 - `replicationLagSeconds`: how long new users and groups stay invisible.
+- `faults`: Graph failing at random from a seeded generator (item 503/504s, refused, cut, late,
+  unanswered or short `$batch` calls): `emulator/faults.py`, which also serves
+  `GET /_emulator/faults` (what was injected) and `GET /_emulator/creates` (objects per natural key).
 
 The call log (`/_emulator/calls`, `GraphEmulator.batch_calls()`, `.direct_calls()`,
 `.all_calls()`): `{"at", "kind": "batch" | "direct", "requestId", "status", "retryAfter",
@@ -41,6 +44,7 @@ The call log (`/_emulator/calls`, `GraphEmulator.batch_calls()`, `.direct_calls(
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -55,6 +59,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from emulator.faults import FaultInjector
+from emulator.faults import routes as fault_routes
 from emulator.limits import (
     LIMIT_PERCENTAGE_HEADER,
     RESOURCE_UNIT_HEADER,
@@ -115,6 +121,7 @@ class GraphEmulator:
         self.calls: list[dict[str, Any]] = []
         self.clock = clock  # the identity limits' time (tests inject one)
         self._lock = threading.RLock()
+        self.faults = FaultInjector()
         self.app = Starlette(
             routes=[
                 Route("/v1.0/$batch", self.batch, methods=["POST"]),
@@ -125,6 +132,7 @@ class GraphEmulator:
                 Route("/_emulator/reset", self.reset_route, methods=["POST"]),
                 Route("/_emulator/tenant", self.get_tenant, methods=["GET"]),
                 # After the $batch routes, which win for `POST /v1.0/$batch`.
+                *fault_routes(self),
                 Route("/v1.0/{path:path}", self.direct, methods=METHODS),
                 Route("/beta/{path:path}", self.direct, methods=METHODS),
             ]
@@ -137,6 +145,7 @@ class GraphEmulator:
             self.tenant = Tenant()
             self.config = EmulatorConfig()
             self.calls = []
+        self.faults.reset()
 
     def configure(self, settings: dict[str, Any]) -> None:
         """Apply control options (see the module docstring); ValueError when `limits` is invalid."""
@@ -161,6 +170,8 @@ class GraphEmulator:
                 self.config.latency_ms = int(settings["latencyMs"])
             if "batchFaults" in settings:
                 self.config.batch_faults = list(settings["batchFaults"])
+            if "faults" in settings:
+                self.faults.configure(settings["faults"])
             if "itemFaults" in settings:
                 self.config.item_faults = [dict(f) for f in settings["itemFaults"]]
 
@@ -247,6 +258,10 @@ class GraphEmulator:
         items: list[dict[str, Any]] = payload["requests"]
         sequential = any(item.get("dependsOn") for item in items)
         record["sequential"] = sequential
+        finish = functools.partial(self._finish, record, headers=headers)
+        fate = self.faults.draw()
+        if (refused := await fate.before_acting(request, record, items, finish)) is not None:
+            return refused
         responses = []
         failed: set[str] = set()
         with self._lock:
@@ -255,7 +270,8 @@ class GraphEmulator:
                 if any(dep in failed for dep in deps):
                     answer = error(424, "FailedDependency", "Dependent request failed.")
                 else:
-                    answer = self._check_write(item) or self._run_item(item, token)
+                    run = functools.partial(self._checked_item, item, token)
+                    answer = fate.item(item, run)
                 if not 200 <= answer.status < 300:
                     failed.add(item["id"])
                 record["items"].append(_item_record(item, answer))
@@ -265,7 +281,7 @@ class GraphEmulator:
         responses.reverse()  # Graph answers in any order; so does the emulator
         if self.config.latency_ms:  # the tenant has acted; the answer is slow (a caller may die waiting)
             await asyncio.sleep(self.config.latency_ms / 1000)
-        return self._finish(record, 200, {"responses": responses}, headers)
+        return await fate.answer(request, record, responses, finish)
 
     # --- single requests ------------------------------------------------------------------
 
@@ -301,6 +317,9 @@ class GraphEmulator:
             return self._run_item(item, token)
 
     # --- one item --------------------------------------------------------------------------
+
+    def _checked_item(self, item: dict[str, Any], token: str) -> Answer:
+        return self._check_write(item) or self._run_item(item, token)
 
     @staticmethod
     def _check_write(item: dict[str, Any]) -> Answer | None:
