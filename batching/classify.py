@@ -43,7 +43,6 @@ class Verdict(Enum):
     # Done before: read the object back (`idempotency.existing_lookup`, `found_object`) so the
     # operation's response is the object and references to it resolve.
     EXISTS = "exists"
-    USER_EXISTS = "exists"  # the same member as EXISTS (its name when only users had it)
     NOT_REPLICATED = "not replicated"
     THROTTLED = "throttled"  # Graph's limits: wait as told; never an error of the operation
     TRANSIENT = "transient"

@@ -11,9 +11,8 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
-from urllib.parse import quote
 
 from pydantic import JsonValue
 
@@ -23,6 +22,7 @@ from batching.classify import Verdict, classify
 from batching.coalescer import BatchCoalescer
 from batching.graph.client import BatchRequestItem, ItemResponse
 from batching.graph.throttling import Priority
+from batching.idempotency import existing_lookup, found_object, repeatable, safe_to_resend
 from batching.models import MAX_OPERATIONS_PER_SUBMISSION, Operation, WorkItem, WorkPriority
 from batching.planner import MAX_BATCH_SIZE, Key, PlannedItem, WavePlanner
 from batching.records import OperationOutcome, OperationStatus, utcnow
@@ -176,6 +176,7 @@ class Processor:
                             OperationStatus.FAILED,
                             error_code=refused.code,
                             error_message=refused.message,
+                            refused=True,
                         )
                     )
                     continue
@@ -224,15 +225,15 @@ class Processor:
             priority={k: Priority.named(priority[p.job_id]) for k, (p, _) in part.items()},
         )
         lookups: dict[str, tuple[PlannedItem, ItemResponse]] = {}
-        for key, (planned_item, _) in part.items():
+        for key, (planned_item, operation) in part.items():
             answer = answers[key]
-            verdict = classify(planned_item.item, answer, self._policy)
-            if verdict is Verdict.USER_EXISTS:
+            verdict = classify(planned_item.item, answer, self._policy, sent=operation)
+            if verdict is Verdict.EXISTS:
                 lookups[key] = (planned_item, answer)
                 continue
             self._settle(planner, result, outputs, planned_item, answer, verdict)
         if lookups:
-            await self._look_up_existing_users(planner, result, outputs, part, lookups, priority)
+            await self._look_up_existing(planner, result, outputs, part, lookups, priority)
         await self._commit(result, correlation, priority)
 
     async def _claim(
@@ -263,7 +264,7 @@ class Processor:
                 result.defer(
                     planned.job_id, ticket, [planned.item, *(w.item for w in waiting)], verdict.wait_seconds
                 )
-            elif verdict.claim is Claim.RESEND and not _safe_to_resend(operation):
+            elif verdict.claim is Claim.RESEND and not safe_to_resend(operation):
                 planner.settle(planned.key, OperationStatus.FAILED)
                 result.outcomes[planned.job_id].append(
                     _outcome(
@@ -330,7 +331,7 @@ class Processor:
                 _outcome(planned, OperationStatus.FAILED, attempts=attempts, response=answer)
             )
 
-    async def _look_up_existing_users(
+    async def _look_up_existing(
         self,
         planner: WavePlanner,
         result: _WaveResult,
@@ -339,20 +340,21 @@ class Processor:
         conflicts: dict[str, tuple[PlannedItem, ItemResponse]],
         priority: dict[str, WorkPriority],
     ) -> None:
-        """A user create that Graph says exists succeeded before: fetch it so references resolve.
+        """A create that Graph says was done before succeeded then: read the object it made so
+        references to it resolve (batching.idempotency).
 
         The lookup is a request the app makes on its own, so it passes the same gate as any
-        operation; one that would not is not sent, and Graph's conflict stands."""
+        operation; one that would not is not sent, and Graph's answer stands."""
         requests = []
         for key, (planned, conflict) in list(conflicts.items()):
-            body = ready[key][1].body
-            upn = body.get("userPrincipalName") if isinstance(body, dict) else None
-            url = f"/users/{quote(str(upn), safe='@')}"
-            if sendable_problems("GET", url, {}, None, graph_hosts=self._graph_hosts):
+            url = existing_lookup(ready[key][1], conflict)
+            if url is None or sendable_problems("GET", url, {}, None, graph_hosts=self._graph_hosts):
                 self._settle(planner, result, outputs, planned, conflict, Verdict.FAILED)
                 del conflicts[key]
                 continue
             requests.append(BatchRequestItem(key, "GET", url))
+        if not requests:
+            return
         found = await self._coalescer.send(
             requests,
             priority={
@@ -361,9 +363,12 @@ class Processor:
         )
         for key, (planned, conflict) in conflicts.items():
             answer = found[key]
-            if 200 <= answer.status < 300:
-                self._settle(planner, result, outputs, planned, answer, Verdict.ALREADY_EXISTS)
-            else:  # cannot confirm it is ours: report Graph's conflict as it was
+            existing = found_object(ready[key][1], answer) if 200 <= answer.status < 300 else None
+            if existing is not None:
+                self._settle(
+                    planner, result, outputs, planned, replace(answer, body=existing), Verdict.ALREADY_EXISTS
+                )
+            else:  # cannot confirm it is ours: report Graph's answer as it was
                 self._settle(planner, result, outputs, planned, conflict, Verdict.FAILED)
 
     def _retry_or_fail(
@@ -495,6 +500,7 @@ class Processor:
                 operation = resolve(operation, job_outputs)
             except UnresolvedReference as error:
                 raise _NotSendable("unresolvedReference", str(error)) from error
+        operation = repeatable(planned.job_id, operation)  # the form Graph never carries out twice
         problems = sendable_problems(
             operation.method, operation.url, operation.headers, operation.body, graph_hosts=self._graph_hosts
         )
@@ -581,11 +587,6 @@ def _unqueueable(items: Sequence[WorkItem], why: str) -> list[OperationOutcome]:
     ]
 
 
-def _safe_to_resend(operation: Operation) -> bool:
-    """Whether sending `operation` again is harmless when its first send's outcome is unknown."""
-    return operation.method != "POST" or operation.url.split("?")[0].rstrip("/").endswith(("/$ref", "/users"))
-
-
 def _parts(
     ready: dict[str, tuple[PlannedItem, Operation]], size: int
 ) -> list[dict[str, tuple[PlannedItem, Operation]]]:
@@ -614,7 +615,9 @@ def _outcome(
     error_code: str | None = None,
     error_message: str | None = None,
     note: str | None = None,
+    refused: bool = False,
 ) -> OperationOutcome:
+    """The row for `planned`; a refused operation's URL is not kept (it may be what was refused)."""
     operation = planned.item.operation
     failed = (
         response is not None and not 200 <= response.status < 300 and status is not OperationStatus.SUCCEEDED
@@ -623,7 +626,7 @@ def _outcome(
         op_id=operation.id,
         status=status,
         method=operation.method,
-        url=operation.url,
+        url="" if refused else operation.url,
         attempts=planned.item.attempts if attempts is None else attempts,
         http_status=response.status if response is not None else None,
         response_body=response.body if response is not None else None,

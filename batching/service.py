@@ -324,7 +324,7 @@ class ProvisioningService:
         if not await self.store.create_job(summary, _pending_rows(job)):
             existing = await self.store.get_summary(job.job_id)
             if existing is not None and existing.body_hash != job.body_hash:
-                problem = Problem("jobId", f"{job.job_id!r} already names a different job")
+                problem = Problem("jobId", "already names a different job")
                 ids = [op.id for op in job.operations]
                 await self._reject(
                     door, Rejection([problem], None, job.correlation_id, ids), text, message_id

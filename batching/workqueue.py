@@ -69,10 +69,9 @@ def pack_work(
     for group in groups:
         size = sum(len(item.model_dump_json(by_alias=True).encode()) + 1 for item in group)
         if size + envelope > limit:
-            ids = ", ".join(item.operation.id for item in group[:5])
             raise WorkTooLarge(
-                f"operations {ids}{'...' if len(group) > 5 else ''} depend on each other and together "
-                f"exceed the {limit}-byte queue message limit; split them into smaller jobs"
+                f"{len(group)} operations depend on each other and together exceed the {limit}-byte "
+                "queue message limit; split them into smaller jobs"
             )
         if current and current_size + size + envelope > limit:
             messages.append(message(current))

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from batching.models import Operation, WorkItem
-from batching.records import OperationOutcome, OperationStatus, utcnow
+from batching.records import utcnow
 from batching.service import ProvisioningService
 from batching.settings import Settings
 from batching.workqueue import pack_work
@@ -132,53 +132,45 @@ async def test_two_deliveries_of_one_work_message_at_once_send_it_once(
 async def test_a_create_claimed_by_a_host_that_died_is_repeated_only_when_repeating_is_harmless(
     graph: ServedEmulator, app_env: dict[str, str]
 ) -> None:
-    group = Operation(
-        id="group",
-        method="POST",
-        url="/groups",
-        headers={"Content-Type": "application/json"},
-        body={
-            "displayName": "Falcon",
-            "mailEnabled": False,
-            "securityEnabled": True,
-            "mailNickname": "falcon",
-        },
-    )
-    user = Operation(
-        id="user",
-        method="POST",
-        url="/users",
-        headers={"Content-Type": "application/json"},
-        body={"userPrincipalName": "doubt@contoso.com", "displayName": "Doubt"},
-    )
-    (message,) = pack_work("doubt", None, [WorkItem(operation=group, seq=0), WorkItem(operation=user, seq=1)])
-    settings = Settings.model_validate({**app_env, "CLAIM_TIMEOUT_SECONDS": "60"})
-    service = ProvisioningService.create(settings)
+    def create(op_id: str, url: str, body: dict[str, Any]) -> WorkItem:
+        operation = Operation(
+            id=op_id, method="POST", url=url, headers={"Content-Type": "application/json"}, body=body
+        )
+        return WorkItem(operation=operation, seq=len(op_id))
+
+    group = {"displayName": "Falcon", "mailEnabled": False, "securityEnabled": True, "mailNickname": "falcon"}
+    items = [
+        create("group", "/groups", group),
+        create("keyed", "/groups", {**group, "mailNickname": "hawk", "uniqueName": "hawk"}),
+        create("user", "/users", {"userPrincipalName": "doubt@contoso.com", "displayName": "Doubt"}),
+    ]
+    (message,) = pack_work("doubt", None, items)
+    text = message.model_dump_json(by_alias=True)
+    service = ProvisioningService.create(Settings.model_validate({**app_env, "CLAIM_TIMEOUT_SECONDS": "60"}))
     try:
         await service.ensure_resources()
-        # What a host leaves when it dies after claiming both and sending them: claims, no outcome.
-        pending = [
-            OperationOutcome(op.id, OperationStatus.PENDING, op.method, op.url, seq=n)
-            for n, op in enumerate((group, user))
-        ]
-        await service.store.record("doubt", None, pending)
-        states = await service.store.row_states("doubt", ["group", "user"])
-        await service.store.claim(
-            "doubt", [(op.op_id, states[op.op_id], op) for op in pending], message.ticket
-        )
-        await service.store._table.upsert_entity(  # the claims are two minutes old
-            {"PartitionKey": "doubt", "RowKey": "group", "ClaimedAt": utcnow() - timedelta(minutes=2)}
-        )
-        await service.store._table.upsert_entity(
-            {"PartitionKey": "doubt", "RowKey": "user", "ClaimedAt": utcnow() - timedelta(minutes=2)}
-        )
-
-        await service.handle_queue_message(message.model_dump_json(by_alias=True), "m", 2, source="work")
+        await service.handle_queue_message(text, "m", 1, source="work")
+        assert {r["Status"] for r in rows(app_env, "doubt").values()} == {"Succeeded"}
+        # What a host leaves when it dies after Graph acted and before the rows were written:
+        # claims two minutes old, no outcome.
+        for op_id in ("group", "keyed", "user"):
+            await service.store._table.upsert_entity(
+                {
+                    "PartitionKey": "doubt",
+                    "RowKey": op_id,
+                    "Status": "Pending",
+                    "Ticket": message.ticket,
+                    "ClaimedAt": utcnow() - timedelta(minutes=2),
+                }
+            )
+        await service.handle_queue_message(text, "m", 2, source="work")
     finally:
         await service.aclose()
 
     found = rows(app_env, "doubt")
     assert found["group"]["Status"] == "Failed"
     assert found["group"]["ErrorCode"] == "outcomeUnknown"
-    assert found["user"]["Status"] == "Succeeded"
-    assert [item["url"] for call in graph.emulator.batch_calls() for item in call["items"]] == ["/users"]
+    assert (found["keyed"]["Status"], found["keyed"]["Note"]) == ("Succeeded", "already existed")
+    assert (found["user"]["Status"], found["user"]["Note"]) == ("Succeeded", "already existed")
+    assert json.loads(found["keyed"]["ResponseBody"])["id"]
+    assert Counter(kind for kind, _ in graph.emulator.tenant.created) == {"group": 2, "user": 1}

@@ -28,7 +28,7 @@ def _work(method: str, url: str, *, follows_create: bool = False) -> WorkItem:
 
 def test_user_conflict_is_recognised_by_code_first() -> None:
     answer = _answer(400, "whatever the text says", "Request_BadRequest", [{"code": "ObjectConflict"}])
-    assert classify(_work("POST", "/users"), answer, POLICY) is Verdict.USER_EXISTS
+    assert classify(_work("POST", "/users"), answer, POLICY) is Verdict.EXISTS
 
 
 def test_existing_member_reference_counts_as_done() -> None:

@@ -302,10 +302,6 @@ def test_the_verdict_is_on_the_operation_as_sent() -> None:
     assert classify(work, _answer(204), POLICY, sent=repeatable("job", stored)) is Verdict.EXISTS
 
 
-def test_user_exists_is_the_same_verdict_as_exists() -> None:
-    assert Verdict["USER_EXISTS"] is Verdict.EXISTS
-
-
 # --- existing_lookup and found_object ----------------------------------------------------------------
 
 
