@@ -1,0 +1,222 @@
+"""The scenarios: what fails, how much work runs through it, and how each run is set up."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bench.faults.figures import Figures, GraphHolds, figures, history, unattributed
+from bench.faults.run import (
+    SETTLE_SECONDS,
+    Calm,
+    Collected,
+    Disturbance,
+    HostKills,
+    Patience,
+    StorageOutages,
+    collect,
+    progress,
+    submit_all,
+    wait_for_work,
+)
+from bench.faults.stack import EmulatorAdmin, Hosts, fault_env, restartable_azurite
+from bench.faults.workload import jobs as make_jobs
+from bench.pace.stack import Emulator
+
+GRAPH_TIMEOUT_SECONDS = 5  # the app's per-call timeout in every run (fault_env)
+LATE_SECONDS = GRAPH_TIMEOUT_SECONDS + 3  # a late answer arrives after the app gave up
+PATIENCE = Patience(stall_seconds=180.0, max_seconds=1800.0)
+
+Kind = Literal["graph", "storage", "process"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    key: str  # lower-case letters and digits: it is part of every object name
+    title: str
+    kind: Kind
+    faults: dict[str, Any] | None = None  # the emulator's `faults` option, without the seed
+    writes_per_second: int = 50  # the app's write budget (the emulator's limits stay off)
+    kills: int = 0
+    outages: int = 0
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+ITEM_ERRORS = {
+    "share": 0.3,
+    "answers": [{"status": 503, "acted": False}, {"status": 504, "acted": True}],
+}
+BATCH_ERRORS = {"share": 0.05, "status": 503}
+TIMEOUTS = {"lateAnswers": {"share": 0.05, "seconds": LATE_SECONDS}, "noAnswers": {"share": 0.02}}
+DROPS = {"dropsBeforeActing": {"share": 0.05}, "dropsAfterActing": {"share": 0.05}}
+MISSING = {"missingAnswers": {"share": 0.1, "itemShare": 0.25}}
+
+
+def specs(*, quick: bool) -> list[Spec]:
+    kills, outages = (5, 1) if quick else (20, 3)
+    return [
+        Spec(
+            "1a",
+            "1a. Graph: 30 % of writes 503/504 (504s after acting), 5 % of batches 503",
+            "graph",
+            {"itemErrors": ITEM_ERRORS, "batchErrors": BATCH_ERRORS},
+        ),
+        Spec(
+            "1b",
+            f"1b. Graph: acts, then answers after {LATE_SECONDS} s (5 % of calls; the app waits "
+            f"{GRAPH_TIMEOUT_SECONDS} s) or never (2 %)",
+            "graph",
+            dict(TIMEOUTS),
+        ),
+        Spec(
+            "1c",
+            "1c. Graph: connection dropped before acting (5 % of calls) and after acting (5 %)",
+            "graph",
+            dict(DROPS),
+        ),
+        Spec(
+            "1d",
+            "1d. Graph: answers missing a quarter of the item ids (10 % of calls)",
+            "graph",
+            dict(MISSING),
+        ),
+        Spec(
+            "1e",
+            "1e. Graph: all of 1a-1d at once",
+            "graph",
+            {"itemErrors": ITEM_ERRORS, "batchErrors": BATCH_ERRORS, **TIMEOUTS, **DROPS, **MISSING},
+        ),
+        Spec(
+            "2",
+            f"2. Storage: Azurite stopped and restarted {outages} time{'s' if outages > 1 else ''} mid-run",
+            "storage",
+            writes_per_second=20,
+            outages=outages,
+        ),
+        Spec(
+            "3",
+            f"3. Process: {kills} SIGKILLs of the dev host, restarted after each",
+            "process",
+            writes_per_second=20,
+            kills=kills,
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    graph: int  # operations per Graph-fault scenario
+    storage: int
+    process: int
+
+    def operations(self, kind: Kind) -> int:
+        return {"graph": self.graph, "storage": self.storage, "process": self.process}[kind]
+
+
+FULL = Sizes(graph=1000, storage=1000, process=2000)
+QUICK = Sizes(graph=200, storage=320, process=400)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    spec: Spec
+    seed: int
+    figures: list[Figures]
+    collected: Collected
+
+
+def run_scenario(
+    spec: Spec,
+    operations: int,
+    seed: int,
+    emulator: Emulator,
+    admin: EmulatorAdmin,
+    log_dir: Path,
+    settle_seconds: float = SETTLE_SECONDS,
+) -> Outcome:
+    """One scenario on a fresh Azurite (its own data folder) and one dev host."""
+    admin.reset()
+    if spec.faults is not None:
+        admin.configure({"faults": {**spec.faults, "seed": seed}})
+    folder = log_dir / f"azurite-{spec.key}"
+    with restartable_azurite(folder / "data", folder.with_suffix(".log")) as azurite:
+        settings = {"GRAPH_WRITES_PER_SECOND": str(spec.writes_per_second), **spec.settings}
+        hosts = Hosts(
+            fault_env(azurite.connection_string, emulator, settings), log_dir, f"scenario-{spec.key}"
+        )
+        try:
+            hosts.start(1)
+            jobs = make_jobs(uuid.uuid4().hex[:6], spec.key, operations)
+            progress(f"{spec.key}: submitting {len(jobs)} jobs ({operations:,} operations), seed {seed}")
+            started_at = time.time()
+            submit_all(hosts, jobs)
+            disturbance: Disturbance = Calm()
+            if spec.kills:
+                disturbance = HostKills(hosts, spec.kills, uptime=(3.0, 8.0), seed=seed)
+            elif spec.outages:
+                disturbance = StorageOutages(
+                    azurite, spec.outages, up=(6.0, 12.0), down=(5.0, 15.0), seed=seed
+                )
+
+            def tick(done: int, total: int) -> None:
+                progress(f"{spec.key}: {done:,}/{total:,} operations final")
+
+            finished_at, timed_out = wait_for_work(hosts, jobs, disturbance, PATIENCE, tick)
+            if not azurite.running:
+                azurite.start()
+            collected = collect(
+                hosts, admin, jobs, started_at, finished_at, timed_out, disturbance, settle_seconds
+            )
+        finally:
+            hosts.stop()
+    outcome = Outcome(spec, seed, figures(spec.title, collected), collected)
+    write_findings(outcome, log_dir / f"findings-{spec.key}.json")
+    return outcome
+
+
+def write_findings(outcome: Outcome, path: Path) -> None:
+    """What a bug report needs: lost operations with their rows, objects made twice, failures."""
+    collected = outcome.collected
+    rows = {f"{r.get('PartitionKey')}/{r.get('RowKey')}": r for r in collected.rows}
+    holds = GraphHolds(collected.creates)
+    lost = [name for f in outcome.figures for name in f.lost]
+    kept = {"PartitionKey", "RowKey", "Status", "Attempts", "HttpStatus", "ErrorCode", "ErrorMessage", "Note"}
+    failed = [
+        {k: str(v) for k, v in r.items() if k in kept}
+        for r in collected.rows
+        if r.get("Status") in {"Failed", "Skipped"}
+    ]
+    findings = {
+        "scenario": outcome.spec.title,
+        "seed": outcome.seed,
+        "disturbance": collected.disturbance,
+        "faultsInjected": collected.faults.get("injected", {}),
+        "hostCrashes": collected.crashes,
+        "lost": [{"op": name, "row": {k: str(v) for k, v in rows.get(name, {}).items()}} for name in lost],
+        "duplicates": {
+            "users": collected.creates["users"]["duplicates"],
+            "groups": collected.creates["groups"]["duplicates"],
+            "references": collected.creates["references"]["duplicates"],
+        },
+        "failedButDoneAtGraph": [
+            {"op": name, "row": _row(rows, name), "atGraph": _history(collected, holds, name)}
+            for f in outcome.figures
+            for name in f.failed_but_done
+        ],
+        "failedOrSkipped": failed,
+        "unattributedSubrequests": unattributed(collected)[:50],
+    }
+    path.write_text(json.dumps(findings, indent=2, default=str), encoding="utf-8")
+
+
+def _row(rows: dict[str, dict[str, Any]], name: str) -> dict[str, str]:
+    return {k: str(v) for k, v in rows.get(name, {}).items() if k not in {"ResponseBody", "etag"}}
+
+
+def _history(collected: Collected, holds: GraphHolds, name: str) -> list[dict[str, Any]]:
+    job_id, op_id = name.split("/", 1)
+    return history(collected, holds, job_id, op_id)
