@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -15,6 +16,8 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    ValidationInfo,
+    field_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -56,6 +59,7 @@ MAX_WAIT_SECONDS: Final = 30 * 24 * 3600.0
 MAX_UNIX_TIME: Final = 4_102_444_800.0  # 2100-01-01
 MAX_SEQ: Final = 10_000_000  # a bulk file's line number
 MAX_ITEMS_PER_MESSAGE: Final = 1_000
+MAX_CLOCK_SKEW_SECONDS: Final = 600.0  # between the instance that wrote a message and the reader
 
 
 def is_job_id(value: object) -> bool:
@@ -293,6 +297,20 @@ class WorkItem(BaseModel):
     throttled: int = Field(default=0, ge=0, le=MAX_COUNTER)
     throttled_since: float | None = Field(default=None, ge=0, le=MAX_UNIX_TIME, allow_inf_nan=False)
     seq: int | None = Field(default=None, ge=0, le=MAX_SEQ)  # its place in the job, for result order
+
+    @field_validator("throttled")
+    @classmethod
+    def _throttled_sends_are_sends(cls, value: int, info: ValidationInfo) -> int:
+        if value > info.data.get("attempts", 0):
+            raise ValueError("cannot exceed attempts (every 429 answered one of them)")
+        return value
+
+    @field_validator("throttled_since")
+    @classmethod
+    def _throttled_in_the_past(cls, value: float | None) -> float | None:
+        if value is not None and value > time.time() + MAX_CLOCK_SKEW_SECONDS:
+            raise ValueError("cannot be in the future")
+        return value
 
 
 class WorkMessage(BaseModel):

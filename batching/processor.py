@@ -182,13 +182,16 @@ class Processor:
                     continue
                 ready[_wire_key(planned_item.key)] = (planned_item, operation)
 
+            # Claimed for the whole wave while this run still counts as preparing, so the
+            # coalescer keeps filling batches meanwhile (batching.claims).
+            ready = await self._claim(planner, result, ready, claims)
             await self._commit(result, correlation, priority)
             # Each batch-sized part is settled and recorded as soon as its answers are in, so
             # results appear while the rest of the wave still waits for Graph's pace.
             async with self._coalescer.waiting():
                 done = await asyncio.gather(
                     *(
-                        self._send_part(planner, outputs, part, claims, correlation, priority)
+                        self._send_part(planner, outputs, part, correlation, priority)
                         for part in _parts(ready, MAX_BATCH_SIZE)
                     ),
                     return_exceptions=True,
@@ -211,15 +214,10 @@ class Processor:
         planner: WavePlanner,
         outputs: dict[Key, JsonValue],
         part: dict[str, tuple[PlannedItem, Operation]],
-        claims: _Claims,
         correlation: dict[str, str | None],
         priority: dict[str, WorkPriority],
     ) -> None:
         result = _WaveResult()
-        part = await self._claim(planner, result, part, claims)
-        if not part:
-            await self._commit(result, correlation, priority)
-            return
         answers = await self._coalescer.send(
             [BatchRequestItem(k, op.method, op.url, op.headers, op.body) for k, (_, op) in part.items()],
             priority={k: Priority.named(priority[p.job_id]) for k, (p, _) in part.items()},
@@ -243,7 +241,7 @@ class Processor:
         part: dict[str, tuple[PlannedItem, Operation]],
         claims: _Claims,
     ) -> dict[str, tuple[PlannedItem, Operation]]:
-        """The part of `part` this delivery may send, each operation claimed (batching.claims).
+        """What of `part` (a wave) this delivery may send, each operation claimed (batching.claims).
 
         The rest is left to the message that answers for it, put back under this message's
         ticket to look again later, or (a create whose first send's outcome is unknown and
@@ -277,16 +275,25 @@ class Processor:
                 )
             else:
                 to_claim[(planned.job_id, ticket)].append(key)
-        for (job_id, ticket), keys in to_claim.items():
-            rows = [
-                (
-                    part[key][0].item.operation.id,
-                    claims.states[part[key][0].key],
-                    _outcome(part[key][0], OperationStatus.PENDING),
+        groups = list(to_claim.items())
+        won_by_group = await asyncio.gather(
+            *(
+                self._store.claim(
+                    job_id,
+                    [
+                        (
+                            part[key][0].item.operation.id,
+                            claims.states[part[key][0].key],
+                            _outcome(part[key][0], OperationStatus.PENDING),
+                        )
+                        for key in keys
+                    ],
+                    ticket,
                 )
-                for key in keys
-            ]
-            won = await self._store.claim(job_id, rows, ticket)
+                for (job_id, ticket), keys in groups
+            )
+        )
+        for ((job_id, ticket), keys), won in zip(groups, won_by_group, strict=True):
             for key in keys:
                 planned = part[key][0]
                 if planned.item.operation.id in won:

@@ -28,6 +28,7 @@ def test_large_job_splits_under_the_limit_keeping_dependency_groups_whole() -> N
     assert all(len(m.model_dump_json(by_alias=True)) <= 1500 for m in messages)
 
 
-def test_dependency_group_larger_than_a_message_is_refused_by_name() -> None:
-    with pytest.raises(WorkTooLarge, match="operations a, b"):
+def test_dependency_group_larger_than_a_message_is_refused_without_naming_its_operations() -> None:
+    with pytest.raises(WorkTooLarge, match=r"^2 operations depend on each other") as refused:
         pack_work("j", None, [_item("a", size=900), _item("b", "a", size=900)], limit=1500)
+    assert "a" not in str(refused.value).split()
