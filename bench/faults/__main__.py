@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,12 +36,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def preamble(args: argparse.Namespace) -> list[str]:
+def product_version() -> str:
+    """The commit the hosts ran, and how many tracked files differed from it when the run began."""
+    git = shutil.which("git")
+    if git is None:
+        return "an unknown commit"
+    try:
+        commit = subprocess.run(  # noqa: S603 - git with fixed arguments
+            [git, "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(  # noqa: S603 - git with fixed arguments
+            [git, "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "an unknown commit"
+    return f"commit {commit}" + (f" with {len(changed)} files changed" if changed else "")
+
+
+def preamble(args: argparse.Namespace, version: str) -> list[str]:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sizes = QUICK if args.quick else FULL
     return [
         f"Run {when} ({'quick' if args.quick else 'full'} sizes: {sizes.graph:,} operations per Graph "
-        f"scenario, {sizes.storage:,} for storage, {sizes.process:,} for the host), seed {args.seed}; "
+        f"scenario, {sizes.storage:,} for storage, {sizes.process:,} for the host), seed {args.seed}, "
+        f"the app at {version}; "
         f"Python {platform.python_version()} on {platform.machine()}. One dev host; "
         f"GRAPH_TIMEOUT_SECONDS {GRAPH_TIMEOUT_SECONDS}, CLAIM_TIMEOUT_SECONDS 20, "
         "DEVHOST_MESSAGE_LEASE_SECONDS 10, QUEUE_EXTRA_LEASE_SECONDS 15, backoff 0.5-8 s, "
@@ -58,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"logs, Azurite folders and findings: {log_dir}", flush=True)
     outcomes: list[Outcome] = []
     errors: list[str] = []
+    version = product_version()
     started = time.monotonic()
     interrupted = False
     try:
@@ -81,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
     if not outcomes:
         return 130 if interrupted else 1
-    text = markdown(outcomes, preamble(args), time.monotonic() - started, errors)
+    text = markdown(outcomes, preamble(args, version), time.monotonic() - started, errors)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "faults.md").write_text(text, encoding="utf-8")
     print(text)

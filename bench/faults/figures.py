@@ -38,7 +38,9 @@ class Figures:
     statuses: Counter[str] = field(default_factory=Counter)
     failure_codes: Counter[str] = field(default_factory=Counter)
     worst: list[str] = field(default_factory=list)  # op ids with the most attempts
-    failed_but_done: list[str] = field(default_factory=list)  # Failed, yet Graph holds the work
+    # Failed (not outcomeUnknown) or Skipped ("never sent"), yet Graph holds the work
+    wrong_outcomes: list[str] = field(default_factory=list)
+    already_existed: int = 0  # Succeeded with the note "already existed": found done behind a lost answer
     unknown_done: int = 0  # Failed outcomeUnknown, and Graph holds the work
     unknown_not_done: int = 0  # Failed outcomeUnknown, and Graph never did it
 
@@ -225,12 +227,13 @@ def _variant_figures(
             if row.get("Status") == "Failed"
         ),
         worst=[f"{name} ({count})" for count, name in attempts[:3]],
+        already_existed=sum(1 for row in final.values() if row.get("Note") == "already existed"),
         unknown_done=sum(1 for job_id, op_id in unknown if holds.done(key_of[job_id], op_id)),
         unknown_not_done=sum(1 for job_id, op_id in unknown if not holds.done(key_of[job_id], op_id)),
-        failed_but_done=sorted(
+        wrong_outcomes=sorted(
             f"{job_id}/{op_id}"
             for (job_id, op_id), row in final.items()
-            if row.get("Status") == "Failed"
+            if row.get("Status") in {"Failed", "Skipped"}
             and row.get("ErrorCode") != OUTCOME_UNKNOWN
             and holds.done(key_of[job_id], op_id)
         ),

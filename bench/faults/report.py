@@ -25,9 +25,10 @@ DETAIL_COLUMNS = (
     "groups",
     "outcomes",
     "made twice: users / groups / member refs",
+    "found already done",
     "groups created",
     "member refs Graph accepted",
-    "Failed, though Graph did it",
+    "Failed or Skipped, though Graph did it",
     "outcomeUnknown: Graph did it / did not",
     "most attempts",
 )
@@ -39,7 +40,10 @@ NOTES = (
     "duplicates: extra users per userPrincipalName, extra groups per mailNickname (every object has "
     "a name of its own), and member references Graph carried out more than once per (group, member), "
     "counted from what the emulator's tenant holds and did, including work behind a lost answer.",
-    "Failed, though Graph did it: rows Failed (other than outcomeUnknown) whose user, group or "
+    'found already done: rows Succeeded with the note "already existed": a resend that Graph '
+    'answered "exists" and the app read back.',
+    "Failed or Skipped, though Graph did it: rows Failed (other than outcomeUnknown) or Skipped (which "
+    "says the operation was never sent) whose user, group or "
     "member reference the tenant holds: an outcome recorded wrong. outcomeUnknown rows are split by "
     "whether Graph in fact did the work (it never did: the claim was taken but the send never left).",
     "max attempts: the highest `Attempts` of any row; subrequests sent: items in every call Graph "
@@ -64,10 +68,10 @@ def check_failures(f: Figures) -> list[str]:
             f"made twice: {f.duplicate_users} users, {f.duplicate_groups} groups, "
             f"{f.duplicate_references} member references"
         )
-    if f.failed_but_done:
+    if f.wrong_outcomes:
         problems.append(
-            f"{len(f.failed_but_done)} operations recorded Failed although Graph holds their work "
-            f"({', '.join(f.failed_but_done[:5])}{' ...' if len(f.failed_but_done) > 5 else ''})"
+            f"{len(f.wrong_outcomes)} operations recorded Failed or Skipped although Graph holds their work "
+            f"({', '.join(f.wrong_outcomes[:5])}{' ...' if len(f.wrong_outcomes) > 5 else ''})"
         )
     if f.max_attempts > MAX_ATTEMPTS:
         problems.append(f"an operation sent {f.max_attempts} times (MAX_ATTEMPTS {MAX_ATTEMPTS})")
@@ -107,9 +111,10 @@ def detail_cells(f: Figures) -> list[str]:
         f.variant,
         outcomes_cell(f),
         f"{f.duplicate_users} / {f.duplicate_groups} / {f.duplicate_references}",
+        f"{f.already_existed:,}",
         f"{f.groups_created:,} for {f.operations // 10:,} group creates",
         f"{f.references_accepted:,} for {f.operations // 2:,} references",
-        f"{len(f.failed_but_done):,}",
+        f"{len(f.wrong_outcomes):,}",
         f"{f.unknown_done:,} / {f.unknown_not_done:,}",
         ", ".join(f.worst),
     ]
