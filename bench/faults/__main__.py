@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def product_version() -> str:
-    """The commit the hosts ran, and how many tracked files differed from it when the run began."""
+    """The commit the hosts ran, and how many of the app's files differed from it when the run began."""
     git = shutil.which("git")
     if git is None:
         return "an unknown commit"
@@ -54,6 +54,7 @@ def product_version() -> str:
         ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return "an unknown commit"
+    changed = [line for line in changed if not line[3:].startswith(("bench/", "tests/"))]  # the app's own
     return f"commit {commit}" + (f" with {len(changed)} files changed" if changed else "")
 
 

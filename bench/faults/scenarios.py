@@ -92,7 +92,7 @@ def specs(*, quick: bool) -> list[Spec]:
         ),
         Spec(
             "1d",
-            "1d. Graph: answers missing a quarter of the item ids (10 % of calls)",
+            "1d. Graph: answers missing a quarter of the item ids (20 % of calls)",
             "graph",
             dict(MISSING),
         ),
