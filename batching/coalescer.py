@@ -7,6 +7,11 @@ updates); full batches leave as soon as the pacer allows, a partial batch waits 
 its limits in each answer goes to the pacer before any caller sees the answer, so a retry can
 never be sent into a window Graph has just closed. A whole-batch failure is given back to each
 of its items, so callers only see item answers.
+
+A caller may pass a `claim` hook: it is called for the caller's items of each batch after the
+pacer has let the batch go and just before it is sent, and returns the keys that may be sent
+(batching.claims); the others are answered `NOT_CLAIMED` without being sent. So a claim is
+taken at the last moment, never while a batch waits for Graph's pace.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,6 +34,11 @@ from batching.graph.throttling import (
 from batching.pacing import Feedback, Lane, Pacer
 from batching.planner import MAX_BATCH_SIZE
 
+# Decides, just before a batch is sent, which of the caller's items in it may go.
+ClaimHook = Callable[[Sequence[str]], Awaitable[Collection[str]]]
+# The answer for an item its caller's claim hook held back: it was never sent.
+NOT_CLAIMED: Final = ItemResponse(0, {}, {"error": {"code": "notClaimed", "message": "not sent"}}, None)
+
 DEFAULT_LINGER_SECONDS: Final = 0.1
 DEFAULT_MAX_WAIT_SECONDS: Final = 5.0
 
@@ -39,6 +49,7 @@ class _Waiting:
     priority: Priority
     answer: asyncio.Future[ItemResponse]
     since: float
+    claim: ClaimHook | None = None
 
 
 class BatchCoalescer:
@@ -87,14 +98,16 @@ class BatchCoalescer:
         *,
         priority: Priority | Mapping[str, Priority] = Priority.NORMAL,
         caller_preparing: bool = False,
+        claim: ClaimHook | None = None,
     ) -> dict[str, ItemResponse]:
         """Answers for `items` by key, once the batches holding them have been sent.
         `priority`: one for all items, or one per item key.
-        `caller_preparing`: the caller holds `preparing()`; it stops counting while it waits."""
+        `caller_preparing`: the caller holds `preparing()`; it stops counting while it waits.
+        `claim`: asked per batch, just before it is sent, which of these items may go."""
         if not caller_preparing:
-            return await self._send(items, priority)
+            return await self._send(items, priority, claim)
         async with self.waiting():
-            return await self._send(items, priority)
+            return await self._send(items, priority, claim)
 
     @contextlib.asynccontextmanager
     async def waiting(self) -> AsyncIterator[None]:
@@ -108,7 +121,10 @@ class BatchCoalescer:
             self._preparing += 1
 
     async def _send(
-        self, items: Sequence[BatchRequestItem], priority: Priority | Mapping[str, Priority]
+        self,
+        items: Sequence[BatchRequestItem],
+        priority: Priority | Mapping[str, Priority],
+        claim: ClaimHook | None = None,
     ) -> dict[str, ItemResponse]:
         if not items:
             return {}
@@ -119,6 +135,7 @@ class BatchCoalescer:
                 priority if isinstance(priority, Priority) else priority[item.key],
                 loop.create_future(),
                 loop.time(),
+                claim,
             )
             for item in items
         ]
@@ -168,6 +185,9 @@ class BatchCoalescer:
 
     async def _send_batch(self, batch: list[_Waiting]) -> None:
         try:
+            batch = await _claimed(batch)
+            if not batch:
+                return
             priority = min(w.priority for w in batch)
             response = await self._client.send([w.item for w in batch], priority=priority)
             self.batches_sent += 1
@@ -182,6 +202,30 @@ class BatchCoalescer:
                 raise
         finally:
             self._limit.release()
+
+
+async def _claimed(batch: list[_Waiting]) -> list[_Waiting]:
+    """The items of `batch` their callers' claim hooks let go; the rest are answered NOT_CLAIMED."""
+    hooks: dict[ClaimHook, list[_Waiting]] = {}
+    for waiting in batch:
+        if waiting.claim is not None:
+            hooks.setdefault(waiting.claim, []).append(waiting)
+    if not hooks:
+        return batch
+    allowed = await asyncio.gather(
+        *(hook([w.item.key for w in group]) for hook, group in hooks.items()), return_exceptions=True
+    )
+    held: set[int] = set()
+    for group, keys in zip(hooks.values(), allowed, strict=True):
+        if isinstance(keys, BaseException):  # that caller's claims failed; the others still go
+            _fail(group, keys)
+            held.update(id(w) for w in group)
+            continue
+        for waiting in group:
+            if waiting.item.key not in keys:
+                waiting.answer.set_result(NOT_CLAIMED)
+                held.add(id(waiting))
+    return [w for w in batch if id(w) not in held]
 
 
 def _fail(batch: list[_Waiting], error: BaseException) -> None:

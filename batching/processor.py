@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -86,6 +86,10 @@ class _Claims:
 
 _SEP: Final = "\n"
 _LOST_CLAIM_RECHECK_SECONDS: Final = 10.0
+_NO_CLEAR_ANSWER_MESSAGE: Final = (
+    "Graph gave no clear answer to this create, so it may or may not have made it, and it cannot "
+    "be repeated safely; check before submitting it again"
+)
 _OUTCOME_UNKNOWN_MESSAGE: Final = (
     "the app stopped while this create was being sent, so Graph may or may not have made it, and "
     "it cannot be repeated safely; check before submitting it again"
@@ -155,7 +159,10 @@ class Processor:
         planner = WavePlanner(planned.values(), known)
         while not (wave := planner.next_wave()).empty:
             result = _WaveResult()
+            finished = await self._finished_meanwhile([s.planned for s in wave.skipped])
             for skipped in wave.skipped:
+                if skipped.planned.key in finished:  # another delivery finished it: its row stands
+                    continue
                 result.outcomes[skipped.planned.job_id].append(
                     _outcome(skipped.planned, OperationStatus.SKIPPED, error_message=skipped.reason)
                 )
@@ -182,16 +189,13 @@ class Processor:
                     continue
                 ready[_wire_key(planned_item.key)] = (planned_item, operation)
 
-            # Claimed for the whole wave while this run still counts as preparing, so the
-            # coalescer keeps filling batches meanwhile (batching.claims).
-            ready = await self._claim(planner, result, ready, claims)
             await self._commit(result, correlation, priority)
             # Each batch-sized part is settled and recorded as soon as its answers are in, so
             # results appear while the rest of the wave still waits for Graph's pace.
             async with self._coalescer.waiting():
                 done = await asyncio.gather(
                     *(
-                        self._send_part(planner, outputs, part, correlation, priority)
+                        self._send_part(planner, outputs, part, claims, correlation, priority)
                         for part in _parts(ready, MAX_BATCH_SIZE)
                     ),
                     return_exceptions=True,
@@ -214,22 +218,34 @@ class Processor:
         planner: WavePlanner,
         outputs: dict[Key, JsonValue],
         part: dict[str, tuple[PlannedItem, Operation]],
+        claims: _Claims,
         correlation: dict[str, str | None],
         priority: dict[str, WorkPriority],
     ) -> None:
         result = _WaveResult()
+        claimed: set[str] = set()
+
+        async def claim(keys: Sequence[str]) -> Collection[str]:
+            """Called by the coalescer once the batch may go: claimed at the last moment."""
+            allowed = await self._claim(planner, result, {key: part[key] for key in keys}, claims)
+            claimed.update(allowed)
+            return allowed
+
         answers = await self._coalescer.send(
             [BatchRequestItem(k, op.method, op.url, op.headers, op.body) for k, (_, op) in part.items()],
             priority={k: Priority.named(priority[p.job_id]) for k, (p, _) in part.items()},
+            claim=claim,
         )
         lookups: dict[str, tuple[PlannedItem, ItemResponse]] = {}
         for key, (planned_item, operation) in part.items():
+            if key not in claimed:  # the claim decided: another delivery's, deferred, or Failed
+                continue
             answer = answers[key]
             verdict = classify(planned_item.item, answer, self._policy, sent=operation)
             if verdict is Verdict.EXISTS:
                 lookups[key] = (planned_item, answer)
                 continue
-            self._settle(planner, result, outputs, planned_item, answer, verdict)
+            self._settle(planner, result, outputs, planned_item, answer, verdict, operation)
         if lookups:
             await self._look_up_existing(planner, result, outputs, part, lookups, priority)
         await self._commit(result, correlation, priority)
@@ -248,6 +264,7 @@ class Processor:
         that cannot be repeated safely) ends Failed."""
         sendable: dict[str, tuple[PlannedItem, Operation]] = {}
         to_claim: dict[tuple[str, str], list[str]] = defaultdict(list)
+        unknown: set[str] = set()
         now = utcnow()
         for key, (planned, operation) in part.items():
             if planned.key in claims.held:  # claimed earlier in this run (a short wait for Graph)
@@ -262,18 +279,12 @@ class Processor:
                 result.defer(
                     planned.job_id, ticket, [planned.item, *(w.item for w in waiting)], verdict.wait_seconds
                 )
-            elif verdict.claim is Claim.RESEND and not safe_to_resend(operation):
-                planner.settle(planned.key, OperationStatus.FAILED)
-                result.outcomes[planned.job_id].append(
-                    _outcome(
-                        planned,
-                        OperationStatus.FAILED,
-                        attempts=planned.item.attempts + 1,
-                        error_code=OUTCOME_UNKNOWN,
-                        error_message=_OUTCOME_UNKNOWN_MESSAGE,
-                    )
-                )
             else:
+                # A create whose earlier send's outcome is unknown and that cannot be repeated
+                # safely is claimed all the same (so the decision is taken once, on the row as
+                # read) and then recorded instead of sent.
+                if verdict.claim is Claim.RESEND and not safe_to_resend(operation):
+                    unknown.add(key)
                 to_claim[(planned.job_id, ticket)].append(key)
         groups = list(to_claim.items())
         won_by_group = await asyncio.gather(
@@ -296,7 +307,18 @@ class Processor:
         for ((job_id, ticket), keys), won in zip(groups, won_by_group, strict=True):
             for key in keys:
                 planned = part[key][0]
-                if planned.item.operation.id in won:
+                if planned.item.operation.id in won and key in unknown:
+                    planner.settle(planned.key, OperationStatus.FAILED)
+                    result.outcomes[job_id].append(
+                        _outcome(
+                            planned,
+                            OperationStatus.FAILED,
+                            attempts=planned.item.attempts + 1,
+                            error_code=OUTCOME_UNKNOWN,
+                            error_message=_OUTCOME_UNKNOWN_MESSAGE,
+                        )
+                    )
+                elif planned.item.operation.id in won:
                     claims.held.add(planned.key)
                     sendable[key] = part[key]
                 else:  # another delivery wrote the row since it was read: look again later
@@ -317,6 +339,7 @@ class Processor:
         planned: PlannedItem,
         answer: ItemResponse,
         verdict: Verdict,
+        sent: Operation | None = None,
     ) -> None:
         attempts = planned.item.attempts + 1
         if verdict in (Verdict.SUCCEEDED, Verdict.ALREADY_EXISTS):
@@ -328,6 +351,20 @@ class Processor:
             )
         elif verdict is Verdict.THROTTLED:
             self._wait_for_graph(planner, result, planned, answer)
+        elif verdict is Verdict.TRANSIENT and sent is not None and not safe_to_resend(sent):
+            # No answer, or a 5xx: Graph may have made it, and sending it again could make a
+            # second one. Never repeated; a person checks.
+            planner.settle(planned.key, OperationStatus.FAILED)
+            result.outcomes[planned.job_id].append(
+                _outcome(
+                    planned,
+                    OperationStatus.FAILED,
+                    attempts=attempts,
+                    response=answer,
+                    error_code=OUTCOME_UNKNOWN,
+                    error_message=_NO_CLEAR_ANSWER_MESSAGE,
+                )
+            )
         elif verdict is Verdict.TRANSIENT:
             self._retry_or_fail(planner, result, planned, answer)
         elif verdict is Verdict.NOT_REPLICATED:
@@ -375,8 +412,19 @@ class Processor:
                 self._settle(
                     planner, result, outputs, planned, replace(answer, body=existing), Verdict.ALREADY_EXISTS
                 )
+            elif answer.status == 429:  # the create is sent again later (it is safe to repeat)
+                self._wait_for_graph(planner, result, planned, answer)
+            elif answer.status == 0 or answer.status >= 500:
+                self._retry_or_fail(planner, result, planned, answer, reason="could not be read back")
             else:  # cannot confirm it is ours: report Graph's answer as it was
-                self._settle(planner, result, outputs, planned, conflict, Verdict.FAILED)
+                self._give_up(
+                    planner,
+                    result,
+                    planned,
+                    conflict,
+                    "Graph reported it as done before, but reading it back answered "
+                    f"{answer.status} {answer.error_code or ''}".rstrip(),
+                )
 
     def _retry_or_fail(
         self,
@@ -389,7 +437,9 @@ class Processor:
     ) -> None:
         attempts = planned.item.attempts + 1
         if self._policy.exhausted(attempts - planned.item.throttled):
-            self._give_up(planner, result, planned, answer, f"{reason} after {attempts} attempts")
+            unclear = answer is None or answer.status == 0 or answer.status >= 500
+            maybe = "; Graph may have carried out one of them" if unclear else ""
+            self._give_up(planner, result, planned, answer, f"{reason} after {attempts} attempts{maybe}")
             return
         delay = self._policy.delay(attempts, answer.retry_after if answer else None)
         self._put_back(
@@ -514,6 +564,20 @@ class Processor:
         if problems:
             raise _NotSendable("operationNotAllowed", "; ".join(problems))
         return operation
+
+    async def _finished_meanwhile(self, planned: Sequence[PlannedItem]) -> set[Key]:
+        """Which of `planned` have a final row by now: they are never recorded over (skips are
+        decided without a claim, so a delivery that ran beside this one may have done them)."""
+        by_job: dict[str, list[str]] = defaultdict(list)
+        for item in planned:
+            by_job[item.job_id].append(item.item.operation.id)
+        read = await asyncio.gather(*(self._store.row_states(job_id, ids) for job_id, ids in by_job.items()))
+        return {
+            (job_id, op_id)
+            for job_id, states in zip(by_job, read, strict=True)
+            for op_id, state in states.items()
+            if state.status.is_final
+        }
 
     async def _earlier_outputs(self, planned: list[PlannedItem]) -> dict[Key, JsonValue]:
         """Responses of operations that finished in earlier runs and are referenced now."""

@@ -46,5 +46,5 @@ class RetryPolicy:
         asked = parse_retry_after(retry_after)
         if asked is not None:
             return asked
-        ceiling = min(self.cap_seconds, self.base_seconds * 2.0 ** max(0, attempts - 1))
+        ceiling = min(self.cap_seconds, self.base_seconds * 2.0 ** min(64, max(0, attempts - 1)))
         return ceiling / 2 + self.random() * ceiling / 2

@@ -174,3 +174,41 @@ async def test_a_create_claimed_by_a_host_that_died_is_repeated_only_when_repeat
     assert (found["user"]["Status"], found["user"]["Note"]) == ("Succeeded", "already existed")
     assert json.loads(found["keyed"]["ResponseBody"])["id"]
     assert Counter(kind for kind, _ in graph.emulator.tenant.created) == {"group": 2, "user": 1}
+
+
+def test_a_create_that_cannot_be_repeated_is_not_sent_again_after_an_unclear_answer(
+    graph: ServedEmulator, app_env: dict[str, str], devhost: DevHost
+) -> None:
+    group = {"displayName": "Osprey", "mailEnabled": False, "securityEnabled": True, "mailNickname": "osprey"}
+    graph.emulator.configure(
+        {
+            "faults": {
+                "seed": 1,
+                "itemErrors": {
+                    "share": 1.0,
+                    "answers": [{"status": 504, "acted": True}],
+                    "methods": ["POST"],
+                },
+            }
+        }
+    )
+    document = {
+        "jobId": "unclear",
+        "operations": [
+            {"id": "group", "method": "POST", "url": "/groups", "body": group},
+            {"id": "title", "method": "PATCH", "url": "/groups/{{group.id}}", "body": {"description": "x"}},
+        ],
+    }
+    put_message(app_env, json.dumps(document), as_base64=False)
+
+    wait_until(
+        lambda: (
+            len(rows(app_env, "unclear")) == 2
+            and all(r["Status"] != "Pending" for r in rows(app_env, "unclear").values())
+        ),
+        timeout=30,
+    )
+    found = rows(app_env, "unclear")
+    assert (found["group"]["Status"], found["group"]["ErrorCode"]) == ("Failed", "outcomeUnknown")
+    assert found["title"]["Status"] == "Skipped"
+    assert [item["method"] for call in graph.emulator.batch_calls() for item in call["items"]] == ["POST"]

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from azure.core.credentials import AccessToken
 
-from batching.coalescer import BatchCoalescer
+from batching.coalescer import NOT_CLAIMED, BatchCoalescer
 from batching.graph.auth import GraphTokenAuth
 from batching.graph.client import BatchRequestItem, GraphBatchClient, build_http_client
 from batching.graph.throttling import Priority
@@ -64,6 +64,35 @@ async def test_partial_batch_waits_for_a_caller_still_preparing() -> None:
 
     await asyncio.gather(coalescer.send(_items("early", 8)), late_caller())
     assert sizes == [20]
+
+
+async def test_a_claim_hook_decides_at_send_time_which_items_go_and_fails_only_its_own() -> None:
+    sizes: list[int] = []
+    coalescer = _coalescer(sizes)
+    asked: list[list[str]] = []
+
+    async def every_other(keys: object) -> set[str]:
+        assert isinstance(keys, list)
+        asked.append(keys)
+        return set(keys[::2])
+
+    async def broken(keys: object) -> set[str]:
+        raise ConnectionError("storage is down")
+
+    claimed, failed, free = await asyncio.gather(
+        coalescer.send(_items("a", 6), claim=every_other),
+        coalescer.send(_items("b", 4), claim=broken),
+        coalescer.send(_items("c", 4)),
+        return_exceptions=True,
+    )
+    assert isinstance(claimed, dict)
+    assert isinstance(free, dict)
+    assert [k for k, answer in claimed.items() if answer is NOT_CLAIMED] == ["a1", "a3", "a5"]
+    assert {claimed[k].status for k in ("a0", "a2", "a4")} == {204}
+    assert isinstance(failed, ConnectionError)
+    assert {answer.status for answer in free.values()} == {204}
+    assert asked == [[f"a{i}" for i in range(6)]]
+    assert sizes == [7]  # three of a, four of c: nothing held back or failed was sent
 
 
 async def test_whole_batch_failure_reaches_every_item() -> None:
