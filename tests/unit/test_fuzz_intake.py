@@ -31,7 +31,6 @@ import time
 from typing import Any, cast
 
 import azure.functions as func
-import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -988,14 +987,6 @@ def test_a_work_message_cannot_stretch_an_operations_retry_bounds(text_form: str
         assert item.throttled_since is None or item.throttled_since <= time.time() + 600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="batching/retry.py RetryPolicy.delay computes 2.0 ** (attempts - 1), which overflows "
-    "from attempts 1,026, while WorkItem (batching/models.py) takes attempts and throttled up to "
-    "10,000: a work message with attempts = throttled = 9,999 raises OverflowError in the "
-    "processor on the next 503 (Processor._retry_or_fail) or 429 without Retry-After "
-    "(Processor._wait_for_graph)",
-)
 @FUZZ
 @given(mutated_work_texts())
 @example(_work_text(attempts=9_999, throttled=9_999))
