@@ -351,9 +351,14 @@ class Processor:
             )
         elif verdict is Verdict.THROTTLED:
             self._wait_for_graph(planner, result, planned, answer)
-        elif verdict is Verdict.TRANSIENT and sent is not None and not safe_to_resend(sent):
-            # No answer, or a 5xx: Graph may have made it, and sending it again could make a
-            # second one. Never repeated; a person checks.
+        elif (
+            verdict is Verdict.TRANSIENT
+            and sent is not None
+            and _unclear(answer)
+            and not safe_to_resend(sent)
+        ):
+            # No answer, or a 5xx other than 503: Graph may have made it, and sending it again
+            # could make a second one. Never repeated; a person checks.
             planner.settle(planned.key, OperationStatus.FAILED)
             result.outcomes[planned.job_id].append(
                 _outcome(
@@ -437,8 +442,7 @@ class Processor:
     ) -> None:
         attempts = planned.item.attempts + 1
         if self._policy.exhausted(attempts - planned.item.throttled):
-            unclear = answer is None or answer.status == 0 or answer.status >= 500
-            maybe = "; Graph may have carried out one of them" if unclear else ""
+            maybe = "; Graph may have carried out one of them" if answer is None or _unclear(answer) else ""
             self._give_up(planner, result, planned, answer, f"{reason} after {attempts} attempts{maybe}")
             return
         delay = self._policy.delay(attempts, answer.retry_after if answer else None)
@@ -640,6 +644,12 @@ class Processor:
                 for job_id, outcomes in result.outcomes.items()
             ),
         )
+
+
+def _unclear(answer: ItemResponse) -> bool:
+    """An answer that does not tell whether Graph carried the request out: none at all, or a
+    5xx other than 503 (Graph documents 503 as unavailable, to be repeated after a delay)."""
+    return answer.status == 0 or (answer.status >= 500 and answer.status != 503)
 
 
 def _unqueueable(items: Sequence[WorkItem], why: str) -> list[OperationOutcome]:
