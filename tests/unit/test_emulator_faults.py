@@ -3,15 +3,13 @@ objects per natural key (in process, and over loopback where a connection must r
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from devhost.stack import free_port, wait_for_port
+from devhost.stack import serve_emulator
 from emulator.app import GraphEmulator
 
 AUTH = {"Authorization": "Bearer t"}
@@ -174,14 +172,9 @@ async def test_creates_report_counts_per_natural_key_and_references_done_behind_
 
 
 def test_over_a_socket_drops_cut_the_connection_and_unanswered_calls_hold_until_the_caller_leaves() -> None:
-    emulator = GraphEmulator()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(emulator.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for_port(port)
-        url = f"http://127.0.0.1:{port}/v1.0/$batch"
+    with serve_emulator() as served:
+        emulator = served.emulator
+        url = f"{served.base_url}/$batch"
         emulator.configure({"faults": {"dropsBeforeActing": {"share": 1}}})
         with pytest.raises(httpx.RemoteProtocolError):
             httpx.post(url, json={"requests": [_user(1)]}, headers=AUTH, timeout=5)
@@ -195,6 +188,3 @@ def test_over_a_socket_drops_cut_the_connection_and_unanswered_calls_hold_until_
         emulator.configure({"faults": {"lateAnswers": {"share": 1, "seconds": 0.2}}})
         late = httpx.post(url, json={"requests": [_user(3)]}, headers=AUTH, timeout=5)
         assert late.json()["responses"][0]["status"] == 201
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
