@@ -26,6 +26,14 @@ def _sent(graph: ServedEmulator) -> Counter[tuple[str, str, str]]:
     )
 
 
+def _wait_for_final_rows(env: dict[str, str], job_id: str, count: int, *, timeout: float) -> None:
+    def done() -> bool:
+        found = rows(env, job_id)
+        return len(found) == count and all(r["Status"] != "Pending" for r in found.values())
+
+    wait_until(done, timeout=timeout)
+
+
 def _onboarding(job_id: str, count: int) -> dict[str, Any]:
     operations: list[dict[str, Any]] = [
         {
@@ -70,13 +78,7 @@ def test_the_same_job_dropped_twice_at_once_sends_each_operation_once(
     put_message(app_env, text, as_base64=False)
     put_message(app_env, text, as_base64=True)
 
-    wait_until(
-        lambda: (
-            len(rows(app_env, "twice")) == 21
-            and all(r["Status"] != "Pending" for r in rows(app_env, "twice").values())
-        ),
-        timeout=60,
-    )
+    _wait_for_final_rows(app_env, "twice", 21, timeout=60)
 
     found = rows(app_env, "twice")
     assert {r["Status"] for r in found.values()} == {"Succeeded"}, [
@@ -201,13 +203,7 @@ def test_a_create_that_cannot_be_repeated_is_not_sent_again_after_an_unclear_ans
     }
     put_message(app_env, json.dumps(document), as_base64=False)
 
-    wait_until(
-        lambda: (
-            len(rows(app_env, "unclear")) == 2
-            and all(r["Status"] != "Pending" for r in rows(app_env, "unclear").values())
-        ),
-        timeout=30,
-    )
+    _wait_for_final_rows(app_env, "unclear", 2, timeout=30)
     found = rows(app_env, "unclear")
     assert (found["group"]["Status"], found["group"]["ErrorCode"]) == ("Failed", "outcomeUnknown")
     assert found["title"]["Status"] == "Skipped"
