@@ -38,6 +38,13 @@ async def job_status(req: func.HttpRequest) -> func.HttpResponse:
     return await http_api.get_job(req, await _service())
 
 
+@app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def api_definition(req: func.HttpRequest) -> func.HttpResponse:
+    from batching import connector
+
+    return connector.definition_response(req)
+
+
 @app.queue_trigger(arg_name="msg", queue_name="%PROVISIONING_QUEUE%", connection="AzureWebJobsStorage")
 async def process_queue_message(msg: func.QueueMessage) -> None:
     service = await _service()

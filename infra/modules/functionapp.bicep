@@ -154,6 +154,10 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableEntraAuth) {
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
+      // The anonymous routes (the connector definition): open even with sign-in on.
+      excludedPaths: [
+        '/api/openapi.json'
+      ]
     }
     identityProviders: {
       azureActiveDirectory: {
