@@ -17,6 +17,11 @@ emulator's tenant holds), the most attempts of any row, and subrequests Graph re
 2.     Storage: Azurite stopped and restarted on the same folder and ports, mid-run.
 3.     Process: the dev host killed with SIGKILL at random moments and restarted.
 
+When a scenario's work settles with messages on the poison queues (deliveries that failed, or
+were killed, MAX_DEQUEUE_COUNT times), the run does what an operator does: `python -m batching
+poison replay` with the scenario's settings while a healthy host runs (`bench.faults.replay`);
+once the work settles again the same figures and checks are taken a second time.
+
 Writes `faults.md` to `--out` (default bench/results) and prints it; host and Azurite logs and
 a `findings-<scenario>.json` per scenario (lost operations, duplicate keys, failures) go to a
 temporary folder named at the start. Exit code: 0 when every check passed, 1 otherwise, 130 on

@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.faults.report import check_failures, markdown
+from bench.faults.report import check_failures, markdown, replay_failures
 from bench.faults.scenarios import FULL, GRAPH_TIMEOUT_SECONDS, QUICK, Outcome, run_scenario, specs
 from bench.faults.stack import EmulatorAdmin
 from bench.pace.__main__ import stop_on_sigterm
@@ -114,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"written: {args.out / 'faults.md'}; logs and findings: {log_dir}", flush=True)
     if interrupted:
         return 130
-    failed = errors or any(check_failures(f) for outcome in outcomes for f in outcome.figures)
+    failed = (
+        errors
+        or any(check_failures(f) for outcome in outcomes for f in outcome.every)
+        or any(replay_failures(outcome) for outcome in outcomes)
+    )
     return 1 if failed else 0
 
 

@@ -43,6 +43,10 @@ class Figures:
     already_existed: int = 0  # Succeeded with the note "already existed": found done behind a lost answer
     unknown_done: int = 0  # Failed outcomeUnknown, and Graph holds the work
     unknown_not_done: int = 0  # Failed outcomeUnknown, and Graph never did it
+    # Messages of these jobs on the poison queues when the work settled (for figures taken after a
+    # `poison replay`: the ones still there once the work settled again).
+    poisoned: int = 0
+    after_replay: bool = False  # figures taken once the work settled again after `poison replay`
 
     @property
     def duplicates(self) -> int:

@@ -16,6 +16,7 @@ COLUMNS = (
     "final rows",
     "lost",
     "duplicates",
+    "poisoned",
     "max attempts",
     "subrequests sent",
     "seconds",
@@ -49,6 +50,12 @@ NOTES = (
     "max attempts: the highest `Attempts` of any row; subrequests sent: items in every call Graph "
     "received for these jobs (also the ones refused or cut), against operations.",
     "seconds: from the first submission to the last final row (both variants run together).",
+    "poisoned: messages of these jobs on the poison queues once the work had settled (the app's "
+    "queues drained), as the CLI's `poison replay` found them. When there are any, the operator's "
+    "response follows: `python -m batching poison replay` with the scenario's settings and its host "
+    'running, and the work settles again; the line "after poison replay" counts everything '
+    "cumulatively (rows, tenant, call log) at that point, its poisoned column the messages poisoned "
+    "again, and its seconds run from the first submission to the last final row after the replay.",
     "groups: `uniqueName` jobs give every group a uniqueName (a create that can be made safe to "
     "repeat); `no uniqueName` jobs give none, so a create whose outcome is unknown cannot be "
     "checked: the app should end it Failed (outcomeUnknown) rather than send it again.",
@@ -77,7 +84,27 @@ def check_failures(f: Figures) -> list[str]:
         problems.append(f"an operation sent {f.max_attempts} times (MAX_ATTEMPTS {MAX_ATTEMPTS})")
     if f.timed_out:
         problems.append("the wait gave up")
+    if f.after_replay and f.poisoned:
+        problems.append(f"{f.poisoned} messages on the poison queues again after the replay")
     return problems
+
+
+def replay_failures(outcome: Outcome) -> list[str]:
+    """What went wrong with the operator's `poison replay` itself."""
+    replay = outcome.replay
+    if replay is None:
+        return []
+    key, problems = outcome.spec.key, []
+    if replay.exit_code != 0:
+        problems.append(f"{key}: `poison replay` exited with {replay.exit_code}: {replay.stderr[-300:]}")
+    if len(replay.entries) < replay.messages:
+        problems.append(f"{key}: `poison replay` sent back {len(replay.entries)} of {replay.messages}")
+    return problems
+
+
+def scenario_cell(f: Figures, *, short: bool = False) -> str:
+    name = f.scenario.split(" ", 1)[0].rstrip(".") if short else f.scenario
+    return f"{name}, after poison replay" if f.after_replay else name
 
 
 def outcomes_cell(f: Figures) -> str:
@@ -93,12 +120,13 @@ def outcomes_cell(f: Figures) -> str:
 def main_cells(f: Figures) -> list[str]:
     ratio = f.subrequests / f.operations if f.operations else 0.0
     return [
-        f.scenario,
+        scenario_cell(f),
         f.variant,
         f"{f.operations:,}",
         f"{f.final_rows:,}",
         f"{len(f.lost):,}",
         f"{f.duplicates:,}",
+        f"{f.poisoned:,}",
         str(f.max_attempts),
         f"{f.subrequests:,} ({ratio:.2f}/op)",
         f"{f.seconds:.0f}" + (" (gave up)" if f.timed_out else ""),
@@ -107,7 +135,7 @@ def main_cells(f: Figures) -> list[str]:
 
 def detail_cells(f: Figures) -> list[str]:
     return [
-        f.scenario.split(" ", 1)[0].rstrip("."),
+        scenario_cell(f, short=True),
         f.variant,
         outcomes_cell(f),
         f"{f.duplicate_users} / {f.duplicate_groups} / {f.duplicate_references}",
@@ -123,7 +151,7 @@ def detail_cells(f: Figures) -> list[str]:
 def markdown(
     outcomes: Sequence[Outcome], preamble: Sequence[str], wall_seconds: float, errors: Sequence[str] = ()
 ) -> str:
-    every = [f for outcome in outcomes for f in outcome.figures]
+    every = [f for outcome in outcomes for f in outcome.every]
     lines = ["# Fault suite", "", *preamble, ""]
     lines += [*table(COLUMNS, [main_cells(f) for f in every]), ""]
     lines += [f"Wall time of the whole run: {wall_seconds / 60:.1f} min.", ""]
@@ -138,17 +166,19 @@ def markdown(
             if outcome.collected.crashes
             else ""
         )
+        replay = f"; poison: {outcome.replay.describe()}" if outcome.replay else "; poison: none"
         lines.append(
             f"- {outcome.spec.key} (seed {outcome.seed}): Graph faults injected: {faults}; "
-            f"disturbance: {outcome.collected.disturbance}{crashes}."
+            f"disturbance: {outcome.collected.disturbance}{crashes}{replay}."
         )
     lines += ["", "## Checks", ""]
     failed = [(f, problems) for f in every if (problems := check_failures(f))]
+    errors = [*errors, *(problem for outcome in outcomes for problem in replay_failures(outcome))]
     lines += [f"- FAIL {error}" for error in errors]
     if not failed and not errors:
         lines.append("Every operation has exactly one final row, none is lost, nothing was made twice.")
     for f, problems in failed:
         lost = f" Lost: {', '.join(f.lost[:10])}{' ...' if len(f.lost) > 10 else ''}." if f.lost else ""
-        lines.append(f"- FAIL {f.scenario} / {f.variant}: {'; '.join(problems)}.{lost}")
+        lines.append(f"- FAIL {scenario_cell(f)} / {f.variant}: {'; '.join(problems)}.{lost}")
     lines += ["", *(f"- {note}" for note in NOTES)]
     return "\n".join(lines) + "\n"

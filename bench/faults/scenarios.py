@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from batching.records import PROCESSING_FAILED
 from bench.faults.figures import Figures, GraphHolds, figures, history, unattributed
+from bench.faults.replay import Replay, cli, parse_entries, poisoned, wait_until_quiet
 from bench.faults.run import (
     SETTLE_SECONDS,
     Calm,
@@ -24,7 +28,7 @@ from bench.faults.run import (
     wait_for_work,
 )
 from bench.faults.stack import EmulatorAdmin, Hosts, fault_env, restartable_azurite
-from bench.faults.workload import job_of
+from bench.faults.workload import Job, job_of
 from bench.faults.workload import jobs as make_jobs
 from bench.pace.stack import Emulator
 
@@ -139,6 +143,15 @@ class Outcome:
     seed: int
     figures: list[Figures]
     collected: Collected
+    # When the work settled with poison messages: the operator's `poison replay`, and the
+    # figures once the work settled again (the same invariants are checked on them).
+    replay: Replay | None = None
+    replayed: list[Figures] = field(default_factory=list)
+    replayed_collected: Collected | None = None
+
+    @property
+    def every(self) -> list[Figures]:
+        return [*self.figures, *self.replayed]
 
 
 def run_scenario(
@@ -150,11 +163,15 @@ def run_scenario(
     log_dir: Path,
     settle_seconds: float = SETTLE_SECONDS,
 ) -> Outcome:
-    """One scenario on a fresh Azurite (its own data folder) and one dev host."""
+    """One scenario on a fresh Azurite (its own data folder) and one dev host; when its work
+    settles with messages on the poison queues, the operator's `poison replay` and a second
+    settling."""
     admin.reset()
     if spec.faults is not None:
         admin.configure({"faults": {**spec.faults, "seed": seed}})
     folder = log_dir / f"azurite-{spec.key}"
+    replay: Replay | None = None
+    replayed_collected: Collected | None = None
     with restartable_azurite(folder / "data", folder.with_suffix(".log")) as azurite:
         settings = {"GRAPH_WRITES_PER_SECOND": str(spec.writes_per_second), **spec.settings}
         hosts = Hosts(
@@ -180,34 +197,138 @@ def run_scenario(
             finished_at, timed_out = wait_for_work(hosts, jobs, disturbance, PATIENCE, tick)
             if not azurite.running:
                 azurite.start()
+            quiet, _ = wait_until_quiet(hosts)
             collected = collect(
                 hosts, admin, jobs, started_at, finished_at, timed_out, disturbance, settle_seconds
             )
+            poison = poisoned(hosts.env)
+            if poison:
+                replay = Replay(poison, quiet)
+                replayed_collected = replay_poison(
+                    spec.key, replay, hosts, admin, jobs, collected, disturbance, settle_seconds, tick
+                )
         finally:
             hosts.stop()
-    outcome = Outcome(spec, seed, figures(spec.title, collected), collected)
+    before = figures(spec.title, collected)
+    if replay is None:
+        outcome = Outcome(spec, seed, before, collected)
+    else:
+        assert replayed_collected is not None
+        after = figures(spec.title, replayed_collected)
+        outcome = Outcome(
+            spec,
+            seed,
+            _with_poisoned(before, jobs, replay.by_job()),
+            collected,
+            replay,
+            [
+                replace(f, after_replay=True)
+                for f in _with_poisoned(after, jobs, replay.by_job(replay.left_entries))
+            ],
+            replayed_collected,
+        )
     write_findings(outcome, log_dir / f"findings-{spec.key}.json")
     return outcome
 
 
+def replay_poison(
+    key: str,
+    replay: Replay,
+    hosts: Hosts,
+    admin: EmulatorAdmin,
+    jobs: list[Job],
+    collected: Collected,
+    disturbance: Disturbance,
+    settle_seconds: float,
+    tick: Callable[[int, int], None],
+) -> Collected:
+    """`python -m batching poison replay` with the scenario's settings while its host runs,
+    then wait for the work to settle again and collect what it left."""
+    env = hosts.env
+    replay.reopened = sum(
+        1
+        for row in collected.rows
+        if row.get("Status") == "Failed" and row.get("ErrorCode") == PROCESSING_FAILED
+    )
+    progress(
+        f"{key}: {replay.messages} poison messages, {replay.reopened} rows "
+        "processingFailed: python -m batching poison replay"
+    )
+    with hosts.lock:
+        hosts.revive_crashed()
+    replayed_at = time.time()
+    result = cli(env, "poison", "replay", "--json")
+    replay.exit_code = result.returncode
+    replay.stderr = result.stderr[-2000:]
+    replay.entries = parse_entries(result.stdout)
+    finished_at, timed_out = wait_for_work(hosts, jobs, Calm(), PATIENCE, tick)
+    replay.quiet_after, _ = wait_until_quiet(hosts)
+    again = collect(
+        hosts, admin, jobs, collected.started_at, finished_at, timed_out, disturbance, settle_seconds
+    )
+    replay.left = poisoned(env)
+    if replay.left:
+        replay.left_entries = parse_entries(cli(env, "poison", "list", "--json").stdout)
+    ours = {job.job_id for job in jobs}
+    ends = [
+        t
+        for row in again.rows
+        if row.get("PartitionKey") in ours and row.get("RowKey") and (t := _epoch(row.get("UpdatedAt")))
+    ]
+    replay.seconds = max(0.0, max(ends, default=finished_at) - replayed_at)
+    return again
+
+
+def _epoch(value: object) -> float | None:
+    return value.timestamp() if isinstance(value, datetime) else None
+
+
+def _with_poisoned(found: list[Figures], jobs: Sequence[Job], per_job: Mapping[str, int]) -> list[Figures]:
+    """Each variant's figures with the poison messages its jobs account for."""
+    variant_of = {job.job_id: job.variant for job in jobs}
+    return [
+        replace(f, poisoned=sum(n for job_id, n in per_job.items() if variant_of.get(job_id) == f.variant))
+        for f in found
+    ]
+
+
 def write_findings(outcome: Outcome, path: Path) -> None:
-    """What a bug report needs: lost operations with their rows, objects made twice, failures."""
-    collected = outcome.collected
+    """What a bug report needs: lost operations with their rows, objects made twice, failures;
+    and the same once more after a poison replay (`findings-<key>-after-replay.json`)."""
+    _write(outcome, outcome.figures, outcome.collected, path)
+    if outcome.replay is not None and outcome.replayed_collected is not None:
+        after = path.with_name(path.stem + "-after-replay.json")
+        _write(outcome, outcome.replayed, outcome.replayed_collected, after)
+
+
+def _write(outcome: Outcome, found: list[Figures], collected: Collected, path: Path) -> None:
     rows = {f"{r.get('PartitionKey')}/{r.get('RowKey')}": r for r in collected.rows}
     holds = GraphHolds(collected.creates)
-    lost = [name for f in outcome.figures for name in f.lost]
+    lost = [name for f in found for name in f.lost]
     kept = {"PartitionKey", "RowKey", "Status", "Attempts", "HttpStatus", "ErrorCode", "ErrorMessage", "Note"}
     failed = [
         {k: str(v) for k, v in r.items() if k in kept}
         for r in collected.rows
         if r.get("Status") in {"Failed", "Skipped"}
     ]
+    replay = outcome.replay
     findings = {
         "scenario": outcome.spec.title,
         "seed": outcome.seed,
         "disturbance": collected.disturbance,
         "faultsInjected": collected.faults.get("injected", {}),
         "hostCrashes": collected.crashes,
+        "poisonReplay": None
+        if replay is None
+        else {
+            "poisoned": replay.poisoned,
+            "exitCode": replay.exit_code,
+            "stderr": replay.stderr,
+            "reopened": replay.reopened,
+            "replayed": replay.entries,
+            "left": replay.left,
+            "leftEntries": replay.left_entries,
+        },
         "lost": [{"op": name, "row": {k: str(v) for k, v in rows.get(name, {}).items()}} for name in lost],
         "duplicates": {
             "users": collected.creates["users"]["duplicates"],
@@ -216,7 +337,7 @@ def write_findings(outcome: Outcome, path: Path) -> None:
         },
         "wrongOutcomes": [
             {"op": name, "row": _row(rows, name), "atGraph": _history(collected, holds, name)}
-            for f in outcome.figures
+            for f in found
             for name in f.wrong_outcomes
         ],
         "duplicateHistory": [
