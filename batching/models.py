@@ -297,6 +297,7 @@ class WorkItem(BaseModel):
     throttled: int = Field(default=0, ge=0, le=MAX_COUNTER)
     throttled_since: float | None = Field(default=None, ge=0, le=MAX_UNIX_TIME, allow_inf_nan=False)
     seq: int | None = Field(default=None, ge=0, le=MAX_SEQ)  # its place in the job, for result order
+    maybe_done: bool = False  # an earlier send got no clear answer: Graph may have carried it out
 
     @field_validator("throttled")
     @classmethod

@@ -442,7 +442,8 @@ class Processor:
     ) -> None:
         attempts = planned.item.attempts + 1
         if self._policy.exhausted(attempts - planned.item.throttled):
-            maybe = "; Graph may have carried out one of them" if answer is None or _unclear(answer) else ""
+            unclear = planned.item.maybe_done or (answer is not None and _unclear(answer))
+            maybe = "; Graph may have carried out one of them" if unclear else ""
             self._give_up(planner, result, planned, answer, f"{reason} after {attempts} attempts{maybe}")
             return
         delay = self._policy.delay(attempts, answer.retry_after if answer else None)
@@ -451,7 +452,12 @@ class Processor:
             result,
             planned,
             answer,
-            planned.item.model_copy(update={"attempts": attempts}),
+            planned.item.model_copy(
+                update={
+                    "attempts": attempts,
+                    "maybe_done": planned.item.maybe_done or (answer is not None and _unclear(answer)),
+                }
+            ),
             delay,
             f"{reason}; retrying in {delay:.1f} s",
         )
