@@ -8,10 +8,10 @@ its limits in each answer goes to the pacer before any caller sees the answer, s
 never be sent into a window Graph has just closed. A whole-batch failure is given back to each
 of its items, so callers only see item answers.
 
-A caller may pass a `claim` hook: it is called for the caller's items of each batch after the
-pacer has let the batch go and just before it is sent, and returns the keys that may be sent
+A caller may pass a `claim` hook: it is called for the caller's items of each batch when the
+batch is next in line for the pacer, and returns the keys that may be sent
 (batching.claims); the others are answered `NOT_CLAIMED` without being sent. So a claim is
-taken at the last moment, never while a batch waits for Graph's pace.
+taken at the last moment, never while a batch waits behind others for Graph's pace.
 """
 
 from __future__ import annotations
@@ -172,12 +172,18 @@ class BatchCoalescer:
         return batch
 
     async def _dispatch(self, batch: list[_Waiting]) -> None:
+        # Claimed while this batch waits its own turn at the pacer (never while it waits behind
+        # other batches), so the claim's round trip is hidden in the wait Graph's pace imposes.
         try:
-            if self._pacer is not None:
-                await self._pacer.acquire(_cost(batch))
+            claimed, _ = await asyncio.gather(
+                _claimed(batch), self._pacer.acquire(_cost(batch)) if self._pacer else asyncio.sleep(0)
+            )
         except BaseException as error:
             _fail(batch, error)
             raise
+        batch = claimed
+        if not batch:
+            return
         await self._limit.acquire()  # at most N calls in flight; the next batch waits its turn
         task = asyncio.create_task(self._send_batch(batch))
         self._in_flight.add(task)
@@ -185,9 +191,6 @@ class BatchCoalescer:
 
     async def _send_batch(self, batch: list[_Waiting]) -> None:
         try:
-            batch = await _claimed(batch)
-            if not batch:
-                return
             priority = min(w.priority for w in batch)
             response = await self._client.send([w.item for w in batch], priority=priority)
             self.batches_sent += 1
