@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from datetime import datetime
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -35,6 +37,8 @@ from batching.records import (
     OperationStatus,
     utcnow,
 )
+
+T = TypeVar("T")
 
 MAX_TRANSACTION: Final = 100
 _MAX_TRANSACTION_BYTES: Final = 3 * 1024 * 1024
@@ -171,8 +175,11 @@ class ResultStore:
 
         Each claim is conditional on the row being as it was read (`RowState.etag`), or absent,
         so two deliveries cannot both claim one operation. One transaction per 100 when nothing
-        raced; when one did, each is tried alone and the losers are left out."""
+        raced; when one did, each is tried alone and the losers are left out. Every claim
+        carries a nonce of this call, so a claim that landed although its answer was lost (a
+        dropped connection, then a retry that conflicts with it) is still known as this one's."""
         now = utcnow()
+        nonce = uuid.uuid4().hex
 
         def operation(op_id: str, state: RowState, row: OperationOutcome) -> tuple[Any, ...]:
             claim = {
@@ -180,6 +187,7 @@ class ResultStore:
                 "RowKey": op_id,
                 "Ticket": ticket,
                 "ClaimedAt": now,
+                "ClaimNonce": nonce,
                 "UpdatedAt": now,
             }
             if state.etag is None:
@@ -202,30 +210,43 @@ class ResultStore:
             chunk = operations[start : start + MAX_TRANSACTION]
             ids = [op_id for op_id, _, _ in claims[start : start + MAX_TRANSACTION]]
             try:
-                async with self._writes:
-                    await self._table.submit_transaction(chunk)
+                await self._with_retries(partial(self._table.submit_transaction, chunk))
                 claimed.update(ids)
                 continue
             except TableTransactionError:
-                pass  # someone else wrote one of these rows: claim them one at a time
-            won = await asyncio.gather(*(self._claim_one(op) for op in chunk))
+                pass  # someone else (or this call, unanswered) wrote one of these rows
+            won = await asyncio.gather(*(self._claim_one(job_id, op, nonce) for op in chunk))
             claimed.update(op_id for op_id, ok in zip(ids, won, strict=True) if ok)
         return claimed
 
-    async def _claim_one(self, operation: tuple[Any, ...]) -> bool:
+    async def _claim_one(self, job_id: str, operation: tuple[Any, ...], nonce: str) -> bool:
+        entity = operation[1]
         try:
-            async with self._writes:
-                if operation[0] == "create":
-                    await self._table.create_entity(operation[1])
-                else:
-                    await self._table.update_entity(operation[1], **operation[2])
+            if operation[0] == "create":
+                await self._with_retries(lambda: self._table.create_entity(entity))
+            else:
+                await self._with_retries(lambda: self._table.update_entity(entity, **operation[2]))
         except ResourceExistsError:
-            return False
+            pass
         except HttpResponseError as error:
-            if error.status_code in (409, 412):
-                return False
-            raise
-        return True
+            if error.status_code not in (409, 412):
+                raise
+        else:
+            return True
+        current = await self._with_retries(lambda: self._table.get_entity(job_id, entity["RowKey"]))
+        return bool(current.get("ClaimNonce") == nonce)
+
+    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One Table call, tried again when the connection drops (the SDK already retried it)."""
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                async with self._writes:
+                    return await call()
+            except (ServiceRequestError, ServiceResponseError):
+                if attempt == _WRITE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def row_states(self, job_id: str, op_ids: Collection[str]) -> dict[str, RowState]:
         """Each operation's status and claim, with its ETag; absent rows are `NO_ROW`."""

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.pace.stack import ROOT, Emulator, stop_host
+from bench.pace.stack import ROOT, Emulator, EmulatorControl, stop_host
 from devhost.keys import KEY_SETTING, new_key
 from devhost.stack import Azurite, DevHost, free_port, start_devhost, wait_for_port
 
@@ -189,17 +187,12 @@ class Hosts:
         return self.hosts[0]
 
 
-class EmulatorAdmin:
-    """The emulator's control API as a fault run uses it."""
+class EmulatorAdmin(EmulatorControl):
+    """The emulator's control API as a fault run uses it: the pace run's, plus what a fault
+    run reads back (injected faults, objects per natural key)."""
 
     def __init__(self, emulator: Emulator) -> None:
-        self._client = httpx.Client(base_url=emulator.root, timeout=300.0)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def reset(self) -> None:
-        self._client.post("/_emulator/reset").raise_for_status()
+        super().__init__(emulator, timeout=300.0)
 
     def configure(self, config: Mapping[str, Any]) -> None:
         response = self._client.put("/_emulator/config", json=dict(config))
@@ -210,10 +203,6 @@ class EmulatorAdmin:
         response = self._client.get(path)
         response.raise_for_status()
         return response.json()
-
-    def calls(self) -> list[dict[str, Any]]:
-        calls: list[dict[str, Any]] = self.get("/_emulator/calls")["calls"]
-        return calls
 
     def creates(self) -> dict[str, Any]:
         report: dict[str, Any] = self.get("/_emulator/creates")

@@ -104,8 +104,8 @@ class Limits:
 class EmulatorControl:
     """The emulator's control API: reset, limits, seed users, call log."""
 
-    def __init__(self, emulator: Emulator) -> None:
-        self._client = httpx.Client(base_url=emulator.root, timeout=120.0)
+    def __init__(self, emulator: Emulator, *, timeout: float = 120.0) -> None:
+        self._client = httpx.Client(base_url=emulator.root, timeout=timeout)
 
     def close(self) -> None:
         self._client.close()
