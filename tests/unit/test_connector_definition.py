@@ -6,7 +6,6 @@ copy is the file with the answering host."""
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import json
 import re
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from batching import connector
 from batching.settings import get_settings
 from devhost.host import entries_of
 from devhost.keys import auth_level
+from tests.unit.helpers import fresh_function_app
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFINITION = json.loads((ROOT / "connector" / "apiDefinition.swagger.json").read_text(encoding="utf-8"))
@@ -158,17 +158,6 @@ def is_sentence_case(text: str) -> bool:
     if not words or not words[0][:1].isupper():
         return False
     return all(not word[:1].isupper() or word in PROPER_WORDS for word in words[1:])
-
-
-def fresh_function_app() -> func.FunctionApp:
-    """function_app loaded anew, as devhost reads it (get_functions() once per app object)."""
-    spec = importlib.util.spec_from_file_location("function_app_for_connector", ROOT / "function_app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    app: func.FunctionApp = module.app
-    return app
 
 
 # --- the Swagger structure ---------------------------------------------------------------

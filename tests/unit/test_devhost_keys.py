@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import stat
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ import pytest
 
 from devhost.host import entries_of, http_app
 from devhost.keys import KEY_SETTING, HostKeys, auth_level, host_keys, load_or_create, presented_key
+from tests.unit.helpers import fresh_function_app
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "host-key-1"
@@ -117,21 +117,10 @@ def test_the_key_source_matches_the_azure_host() -> None:
     assert presented_key([], ["c1", "c2"]) == "c1"
 
 
-def _fresh_function_app() -> func.FunctionApp:
-    """function_app loaded anew: get_functions() may be called once per app object."""
-    spec = importlib.util.spec_from_file_location("function_app_for_keys", ROOT / "function_app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    app: func.FunctionApp = module.app
-    return app
-
-
 def test_auth_level_is_read_per_function_from_the_trigger_metadata() -> None:
     levels = {
         entry.name: auth_level(entry.trigger)
-        for entry in entries_of(_fresh_function_app())
+        for entry in entries_of(fresh_function_app())
         if entry.trigger["type"] == "httpTrigger"
     }
     assert levels["submit_job"] == levels["job_status"] == "function"
