@@ -40,9 +40,9 @@ async def job_status(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def api_definition(req: func.HttpRequest) -> func.HttpResponse:
-    from batching import connector
+    from batching.connector import definition
 
-    return connector.definition_response(req)
+    return definition.definition_response(req)
 
 
 @app.queue_trigger(arg_name="msg", queue_name="%PROVISIONING_QUEUE%", connection="AzureWebJobsStorage")

@@ -17,7 +17,7 @@ import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
-from batching import connector
+from batching.connector import definition as connector
 from batching.settings import get_settings
 from devhost.host import entries_of
 from devhost.keys import auth_level

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
-CONNECTOR_DIR: Final = Path(__file__).resolve().parent.parent / "connector"
+CONNECTOR_DIR: Final = Path(__file__).resolve().parents[2] / "connector"
 DEFINITION_FILE: Final = CONNECTOR_DIR / "apiDefinition.swagger.json"
 PROPERTIES_FILE: Final = CONNECTOR_DIR / "apiProperties.json"
 # The Functions host's route prefix (host.json sets no other): every HTTP route is under it.
