@@ -154,19 +154,13 @@ class ResultStore:
         await asyncio.gather(*(self._upsert(chunk) for chunk in _transactions(entities)))
 
     async def _upsert(self, chunk: list[dict[str, Any]]) -> None:
-        for attempt in range(_WRITE_ATTEMPTS):
-            try:
-                async with self._writes:
-                    await self._table.submit_transaction(
-                        [("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk]
-                    )
-                return
-            except (ServiceRequestError, ServiceResponseError):
-                # The connection dropped (the SDK already retried it): an outcome Graph
-                # has acted on is worth a few more seconds before the message is given up.
-                if attempt == _WRITE_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.5 * 2**attempt)
+        # A dropped connection is tried again: an outcome Graph has acted on is worth a few
+        # more seconds before the message is given up.
+        await self._with_retries(
+            lambda: self._table.submit_transaction(
+                [("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in chunk]
+            )
+        )
 
     async def claim(
         self, job_id: str, claims: Sequence[tuple[str, RowState, OperationOutcome]], ticket: str
