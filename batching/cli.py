@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from batching.bulk import UnreadableFile
-from batching.bulk_pickup import FileReport, hash_local, open_local
+from batching.bulk.reader import UnreadableFile
+from batching.bulk.pickup import FileReport, hash_local, open_local
 from batching.errors import problems_from_validation
 from batching.records import JobStatus, JobSummary, OperationRecord
 from batching.replay import PoisonEntry, PoisonReplay

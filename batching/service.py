@@ -32,7 +32,7 @@ from batching.store import ResultStore
 from batching.workqueue import ExtraLeases, TakenMessage, WorkQueue, WorkQueues, WorkTooLarge, pack_work
 
 if TYPE_CHECKING:
-    from batching.bulk_pickup import BulkPickup
+    from batching.bulk.pickup import BulkPickup
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class ProvisioningService:
     def bulk(self) -> BulkPickup:
         """The bulk CSV pickup, loaded (with the blob SDK) only where it is used."""
         if self._bulk is None:
-            from batching.bulk_pickup import BulkPickup
+            from batching.bulk.pickup import BulkPickup
 
             self._bulk = BulkPickup(
                 container_client(self.settings, self.settings.bulk_container),

@@ -6,7 +6,7 @@ import hashlib
 import tempfile
 import tracemalloc
 
-from batching.bulk_pickup import count_rows, download_to, rewinding
+from batching.bulk.pickup import count_rows, download_to, rewinding
 from batching.settings import Settings
 from batching.storage import container_client
 from tests.integration.helpers import bulk_container

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from batching.bulk import RowOperations, RowRejection, UnreadableFile, bulk_job_id, content_hash, read_rows
+from batching.bulk.reader import RowOperations, RowRejection, UnreadableFile, bulk_job_id, content_hash, read_rows
 
 
 def _read(text: str, encoding: str = "utf-8") -> list[RowOperations | RowRejection]:
@@ -121,7 +121,7 @@ def test_a_100000_row_file_is_read_as_a_stream() -> None:
 
 
 def test_parts_hold_exactly_60_operations_so_every_batch_is_full() -> None:
-    from batching.bulk_pickup import PART_OPERATIONS, _parts, count_rows
+    from batching.bulk.pickup import PART_OPERATIONS, _parts, count_rows
 
     lines = ["userPrincipalName,jobTitle,manager"]
     lines += [f"u{n}@contoso.com,T,boss@contoso.com" for n in range(1, 71)]  # 2 operations a row

@@ -26,7 +26,7 @@ from typing import IO, Any, Final
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.storage.blob.aio import BlobClient, BlobLeaseClient, ContainerClient
 
-from batching.bulk import RowOperations, RowRejection, UnreadableFile, bulk_job_id, content_hash, read_rows
+from batching.bulk.reader import RowOperations, RowRejection, UnreadableFile, bulk_job_id, content_hash, read_rows
 from batching.models import Operation, WorkItem
 from batching.records import JobSummary, OperationOutcome, OperationStatus, utcnow
 from batching.store import ResultStore
