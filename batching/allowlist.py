@@ -106,6 +106,8 @@ ALLOWED_OPERATIONS: Final[tuple[AllowedOperation, ...]] = (
     AllowedOperation("PUT", "/groups/{id}/team", "Team.Create"),
     AllowedOperation("POST", "/teams", "Team.Create"),
     AllowedOperation("GET", "/teams/{id}", "Group.ReadWrite.All"),
+    # The async operation `POST /teams` answers with (202 + Location): followed to its team id.
+    AllowedOperation("GET", "/teams/{id}/operations/{id}", "Group.ReadWrite.All"),
     AllowedOperation("GET", "/teams/{id}/channels", "Channel.Create"),
     AllowedOperation("POST", "/teams/{id}/channels", "Channel.Create"),
     # Calendars
@@ -425,6 +427,13 @@ _OBJECT_URL = re.compile(
     r"https://(?P<host>[^/?#]*)/(?P<version>v1\.0|beta)/(?P<collection>[^/?#]+)/(?P<id>[^/?#]+)",
     re.IGNORECASE,
 )
+# The key form Graph's Teams pages write (`.../users('{id}')`, `.../groups('{id}')`,
+# `.../teamsTemplates('standard')` in `POST /teams` bodies).
+_OBJECT_KEY_URL = re.compile(
+    r"https://(?P<host>[^/?#]*)/(?P<version>v1\.0|beta)/(?P<collection>[A-Za-z]+)\('(?P<id>[^'/?#()]+)'\)",
+    re.IGNORECASE,
+)
+_KEY_FORM_COLLECTIONS: Final = frozenset({*_REFERENCE_COLLECTIONS, "teamstemplates"})
 
 
 def object_url_problem(value: object, graph_hosts: frozenset[str] = GRAPH_HOSTS) -> str | None:
@@ -433,10 +442,12 @@ def object_url_problem(value: object, graph_hosts: frozenset[str] = GRAPH_HOSTS)
     Accepted: `https://{graph host}/{v1.0|beta}/{collection}/{id}`, the form Graph's docs use
     (`https://graph.microsoft.com/v1.0/directoryObjects/{id}`), with the host one of
     `graph_hosts` (by default every national cloud; at send time pass the configured one) and
-    the collection a directory collection. No other host, no `http:`, no user info, no port,
-    no query or fragment, one id segment under the same rules as a URL path segment. The
-    relative form (`directoryObjects/{id}`) is not documented by Graph and is refused. An
-    output reference may stand for the id (intake); it is checked again once resolved.
+    the collection a directory collection; or the key form of Graph's Teams pages
+    (`.../users('{id}')`, `.../groups('{id}')`, `.../teamsTemplates('standard')`). No other
+    host, no `http:`, no user info, no port, no query or fragment, one id segment under the
+    same rules as a URL path segment. The relative form (`directoryObjects/{id}`) is not
+    documented by Graph and is refused. An output reference may stand for the id (intake); it
+    is checked again once resolved.
     """
     what = "must be an https URL of a directory object on the Graph host, e.g. https://graph.microsoft.com/v1.0/directoryObjects/{id}"
     if not isinstance(value, str) or not value:
@@ -445,11 +456,15 @@ def object_url_problem(value: object, graph_hosts: frozenset[str] = GRAPH_HOSTS)
         return "may not contain control characters, unpaired surrogates or backslashes"
     masked, _ = _mask(value)
     match = _OBJECT_URL.fullmatch(masked)
+    key_form = match is None
+    match = match or _OBJECT_KEY_URL.fullmatch(masked)
     if match is None:
         return what
     if match.group("host").lower() not in graph_hosts:
         return "must name the Graph host (" + ", ".join(sorted(graph_hosts)) + "), with no user info or port"
-    if match.group("collection").lower() not in _REFERENCE_COLLECTIONS:
+    if match.group("collection").lower() not in (
+        _KEY_FORM_COLLECTIONS if key_form else _REFERENCE_COLLECTIONS
+    ):
         return (
             "must name a directory object "
             "(directoryObjects, users, groups, servicePrincipals, devices, orgContacts, contacts)"

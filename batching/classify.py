@@ -22,6 +22,7 @@ import re
 from enum import Enum
 from typing import Final
 
+from batching.graph.async_operations import ACCEPTED, operation_from_headers, team_from_headers
 from batching.graph.client import ItemResponse
 from batching.graph.throttling import THROTTLED
 from batching.idempotency import Create, create_kind
@@ -44,6 +45,9 @@ class Verdict(Enum):
     # operation's response is the object and references to it resolve.
     EXISTS = "exists"
     NOT_REPLICATED = "not replicated"
+    # 202: Graph accepted it and carries it out in the background (`POST /teams`); follow the
+    # operation its answer names (batching.graph.async_operations) to learn how it ended.
+    ACCEPTED = "accepted"
     THROTTLED = "throttled"  # Graph's limits: wait as told; never an error of the operation
     TRANSIENT = "transient"
     FAILED = "failed"
@@ -59,6 +63,10 @@ def classify(
     if 200 <= status < 300:
         if create_kind(operation) is Create.GROUP_UPSERT and not _is_object(answer.body):
             return Verdict.EXISTS  # 204: the group with that uniqueName exists (and was updated)
+        if status == ACCEPTED and (
+            operation_from_headers(answer.headers) or team_from_headers(answer.headers)
+        ):
+            return Verdict.ACCEPTED
         return Verdict.SUCCEEDED
     if status == THROTTLED:
         return Verdict.THROTTLED

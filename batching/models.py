@@ -298,6 +298,10 @@ class WorkItem(BaseModel):
     throttled_since: float | None = Field(default=None, ge=0, le=MAX_UNIX_TIME, allow_inf_nan=False)
     seq: int | None = Field(default=None, ge=0, le=MAX_SEQ)  # its place in the job, for result order
     maybe_done: bool = False  # an earlier send got no clear answer: Graph may have carried it out
+    # Graph accepted it (202) and is still carrying it out: this operation URL is read instead
+    # of sending it again (batching.graph.async_operations), for `operation_waited` s so far.
+    operation_url: GraphUrl | None = None
+    operation_waited: float = Field(default=0.0, ge=0, le=MAX_WAIT_SECONDS, allow_inf_nan=False)
 
     @field_validator("throttled")
     @classmethod

@@ -20,6 +20,15 @@ from batching.allowlist import GRAPH_HOSTS, sendable_problems
 from batching.claims import OUTCOME_UNKNOWN, Claim, RowState, judge
 from batching.classify import Verdict, classify
 from batching.coalescer import BatchCoalescer
+from batching.graph.async_operations import (
+    AsyncOperationStatus,
+    FollowPolicy,
+    created_team,
+    operation_from_headers,
+    read_operation,
+    team_from_headers,
+    team_of,
+)
 from batching.graph.client import BatchRequestItem, ItemResponse
 from batching.graph.throttling import Priority
 from batching.idempotency import existing_lookup, found_object, repeatable, safe_to_resend
@@ -116,6 +125,7 @@ class Processor:
         *,
         graph_hosts: frozenset[str] = GRAPH_HOSTS,
         claim_timeout_seconds: float = 300.0,
+        operations: FollowPolicy | None = None,
     ) -> None:
         self._coalescer = coalescer
         self._graph_hosts = graph_hosts  # hosts object URLs (`@odata.id`) may name
@@ -124,11 +134,12 @@ class Processor:
         self._policy = policy
         self._replication = replication or ReplicationPolicy()
         self._claim_timeout = claim_timeout_seconds
+        self._operations = operations or FollowPolicy()
 
     async def run(self, units: Sequence[WorkUnit]) -> None:
         """Run every operation in `units` to a final row, or back onto the queue for later."""
         async with self._coalescer.preparing():  # partial batches wait for this run's work
-            await self._run(units)
+                await self._run(units)
 
     async def _run(self, units: Sequence[WorkUnit]) -> None:
         correlation = {unit.job_id: unit.correlation_id for unit in units}
@@ -241,6 +252,9 @@ class Processor:
             if key not in claimed:  # the claim decided: another delivery's, deferred, or Failed
                 continue
             answer = answers[key]
+            if planned_item.item.operation_url is not None:  # reading Graph's operation on it
+                self._follow(planner, result, outputs, planned_item, answer)
+                continue
             verdict = classify(planned_item.item, answer, self._policy, sent=operation)
             if verdict is Verdict.EXISTS:
                 lookups[key] = (planned_item, answer)
@@ -351,6 +365,14 @@ class Processor:
             )
         elif verdict is Verdict.THROTTLED:
             self._wait_for_graph(planner, result, planned, answer)
+        elif verdict is Verdict.ACCEPTED:
+            operation = operation_from_headers(answer.headers)
+            if operation is not None:
+                self._follow_later(planner, result, planned, answer, operation.status_url)
+            else:  # no operation to follow: the team's id is all Graph gives
+                team = team_from_headers(answer.headers) or ""
+                body = created_team(team, None)
+                self._settle(planner, result, outputs, planned, replace(answer, body=body), Verdict.SUCCEEDED)
         elif (
             verdict is Verdict.TRANSIENT
             and sent is not None
@@ -489,6 +511,94 @@ class Processor:
             planner, result, planned, answer, retry, delay, f"throttled by Graph; retrying in {delay:.1f} s"
         )
 
+    def _follow(
+        self,
+        planner: WavePlanner,
+        result: _WaveResult,
+        outputs: dict[Key, JsonValue],
+        planned: PlannedItem,
+        answer: ItemResponse,
+    ) -> None:
+        """Graph's answer to a read of the operation it runs for `planned` (batching.graph.
+        async_operations): done (the team's id becomes the result), failed, or still running."""
+        url = planned.item.operation_url or ""
+        state = read_operation(answer.body) if 200 <= answer.status < 300 else None
+        if state is not None and state.status is AsyncOperationStatus.SUCCEEDED:
+            team = state.target_id or team_of(url)
+            body = created_team(team, answer.body)
+            self._settle(planner, result, outputs, planned, replace(answer, body=body), Verdict.SUCCEEDED)
+        elif state is not None and state.status is AsyncOperationStatus.FAILED:
+            planner.settle(planned.key, OperationStatus.FAILED)
+            result.outcomes[planned.job_id].append(
+                _outcome(
+                    planned,
+                    OperationStatus.FAILED,
+                    attempts=planned.item.attempts + 1,
+                    response=answer,
+                    error_code=state.error_code or "operationFailed",
+                    error_message=state.error_message or "Graph reported that its operation failed",
+                )
+            )
+        elif (state is not None and state.status.running) or answer.status == 404:
+            # Running, or the operation itself not replicated yet: read it again later.
+            self._follow_later(planner, result, planned, answer, url)
+        elif answer.status == 429:
+            self._wait_for_graph(planner, result, planned, answer)
+        elif state is None and (answer.status == 0 or answer.status >= 500):
+            self._retry_or_fail(planner, result, planned, answer, reason="the operation could not be read")
+        else:
+            self._give_up(
+                planner,
+                result,
+                planned,
+                answer,
+                f"Graph accepted it, but reading its operation answered {answer.status}"
+                + (f" ({state.status.value})" if state is not None else ""),
+            )
+
+    def _follow_later(
+        self,
+        planner: WavePlanner,
+        result: _WaveResult,
+        planned: PlannedItem,
+        answer: ItemResponse,
+        url: str,
+    ) -> None:
+        """Back on the queue to read Graph's operation at `url` again, never to be sent again;
+        `Failed` with `outcomeUnknown` once Graph has taken longer than the policy allows."""
+        waited = planned.item.operation_waited
+        delay = self._operations.interval_seconds
+        if waited + delay > self._operations.max_wait_seconds:
+            planner.settle(planned.key, OperationStatus.FAILED)
+            result.outcomes[planned.job_id].append(
+                _outcome(
+                    planned,
+                    OperationStatus.FAILED,
+                    attempts=planned.item.attempts + 1,
+                    response=answer,
+                    error_code=OUTCOME_UNKNOWN,
+                    error_message=f"Graph accepted it but had not finished after {waited:.0f} s; it may "
+                    "still finish, so check before submitting it again",
+                )
+            )
+            return
+        retry = planned.item.model_copy(
+            update={
+                "attempts": planned.item.attempts + 1,
+                "operation_url": url,
+                "operation_waited": waited + delay,
+            }
+        )
+        self._put_back(
+            planner,
+            result,
+            planned,
+            answer,
+            retry,
+            delay,
+            f"Graph accepted it and is carrying it out; checking its operation again in {delay:.0f} s",
+        )
+
     def _wait_for_replication(
         self, planner: WavePlanner, result: _WaveResult, planned: PlannedItem, answer: ItemResponse
     ) -> None:
@@ -559,7 +669,9 @@ class Processor:
         message written to the queue by hand, or a reference that resolved to a new path.
         """
         operation = planned.item.operation
-        if has_references(operation):
+        if planned.item.operation_url is not None:  # Graph is carrying it out: read how it goes
+            operation = Operation(id=operation.id, method="GET", url=planned.item.operation_url)
+        elif has_references(operation):
             job_outputs = {
                 op_id: value for (job_id, op_id), value in outputs.items() if job_id == planned.job_id
             }
@@ -567,7 +679,8 @@ class Processor:
                 operation = resolve(operation, job_outputs)
             except UnresolvedReference as error:
                 raise _NotSendable("unresolvedReference", str(error)) from error
-        operation = repeatable(planned.job_id, operation)  # the form Graph never carries out twice
+        if planned.item.operation_url is None:
+            operation = repeatable(planned.job_id, operation)  # the form Graph never carries out twice
         problems = sendable_problems(
             operation.method, operation.url, operation.headers, operation.body, graph_hosts=self._graph_hosts
         )

@@ -17,6 +17,7 @@ from batching.allowlist import object_url_hosts
 from batching.claims import job_ticket
 from batching.coalescer import BatchCoalescer
 from batching.errors import Problem
+from batching.graph.async_operations import FollowPolicy
 from batching.graph.auth import GraphTokenAuth, TokenCredential, build_credential, check_graph_endpoint
 from batching.graph.client import GraphBatchClient, build_http_client
 from batching.intake import Rejection, decode_queue_text, parse_job, read_work_message
@@ -149,6 +150,9 @@ class ProvisioningService:
             replication,
             graph_hosts=object_url_hosts(settings.graph_base_url),
             claim_timeout_seconds=settings.claim_timeout_seconds,
+            operations=FollowPolicy(
+                settings.teams_operation_poll_seconds, settings.teams_operation_max_wait_seconds
+            ),
         )
         service = cls(settings, store, queues, processor, coalescer)
         service._close_graph = (http, credential)

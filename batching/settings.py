@@ -125,6 +125,14 @@ class Settings(BaseSettings):
     replication_max_wait_seconds: float = Field(
         default=900.0, gt=0, validation_alias=AliasChoices("REPLICATION_MAX_WAIT_SECONDS")
     )
+    # `POST /teams` answers 202 and makes the team in the background: how often its operation
+    # is read (Graph asks for more than 30 s between reads) and for how long in all.
+    teams_operation_poll_seconds: float = Field(
+        default=30.0, gt=0, le=600, validation_alias=AliasChoices("TEAMS_OPERATION_POLL_SECONDS")
+    )
+    teams_operation_max_wait_seconds: float = Field(
+        default=3600.0, gt=0, le=24 * 3600, validation_alias=AliasChoices("TEAMS_OPERATION_MAX_WAIT_SECONDS")
+    )
 
     bulk_container: str = Field(
         default="bulk-user-updates",

@@ -30,6 +30,12 @@ GET  /_emulator/tenant       counts of users, groups, teams; what was created
 - `itemFaults`: `[{"urlContains": "...", "method": "PATCH", "status": 429, "times": 2,
   "retryAfter": "0.2"}]`, for batch items and single requests alike.
 - `replicationLagSeconds`: how long new users and groups stay invisible.
+- `teamOperationSeconds`: how long the operation `POST /teams` answers with (202, `Location`
+  `/teams('{id}')/operations('{id}')`, `Content-Location` `/teams('{id}')`) stays `inProgress`
+  before it ends `teamOperationOutcome` (`succeeded`, the default, or `failed`); read it at
+  `GET /teams/{id}/operations/{id}`. `teamsLocationForm`: how that Location is written:
+  `quoted` (as Graph's docs show it), `bare` (`teams(id)`), `absolute` (on graph.microsoft.com)
+  or `segments` (`/teams/{id}/operations/{id}`).
 - `faults`: Graph failing at random from a seeded generator (item 503/504s, refused, cut, late,
   unanswered or short `$batch` calls): `emulator/faults.py`, which also serves
   `GET /_emulator/faults` (what was injected) and `GET /_emulator/creates` (objects per natural key).
@@ -166,6 +172,18 @@ class GraphEmulator:
                 self.config.retry_after = settings["retryAfter"]
             if "replicationLagSeconds" in settings:
                 self.tenant.lag_seconds = float(settings["replicationLagSeconds"])
+            if "teamOperationSeconds" in settings:
+                self.tenant.team_operation_seconds = float(settings["teamOperationSeconds"])
+            if "teamOperationOutcome" in settings:
+                outcome = str(settings["teamOperationOutcome"])
+                if outcome not in {"succeeded", "failed"}:
+                    raise ValueError("teamOperationOutcome must be succeeded or failed")
+                self.tenant.team_outcome = outcome
+            if "teamsLocationForm" in settings:
+                form = str(settings["teamsLocationForm"])
+                if form not in {"quoted", "bare", "absolute", "segments"}:
+                    raise ValueError("teamsLocationForm must be quoted, bare, absolute or segments")
+                self.tenant.location_form = form
             if "latencyMs" in settings:
                 self.config.latency_ms = int(settings["latencyMs"])
             if "batchFaults" in settings:

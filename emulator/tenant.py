@@ -54,6 +54,13 @@ class Tenant:
     # Replication lag: a new user or group is invisible to other requests for this long.
     lag_seconds: float = 0.0
     visible_at: dict[str, float] = field(default_factory=dict)
+    # `POST /teams` runs as a teamsAsyncOperation: inProgress for this long, then `team_outcome`
+    # ("succeeded" or "failed"); the team exists only once it succeeded. `location_form` is how
+    # the 202's Location is written: "quoted" (Graph's docs), "bare", "absolute" or "segments".
+    team_operation_seconds: float = 0.0
+    team_outcome: str = "succeeded"
+    location_form: str = "quoted"
+    team_operations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def _visible(self, object_id: str) -> bool:
         return time.monotonic() >= self.visible_at.get(object_id, 0.0)
@@ -100,6 +107,7 @@ class Tenant:
     def handle(
         self, method: str, url: str, body: JsonBody, headers: Mapping[str, str] | None = None
     ) -> Answer:
+        _finish_team_operations(self)
         path, _, query = url.partition("?")
         path = path.rstrip("/") or "/"
         prefer = next((v for k, v in (headers or {}).items() if k.lower() == "prefer"), "")
@@ -110,6 +118,22 @@ class Tenant:
             if match:
                 return handler(self, {**match.groupdict(), "$query": query, "$prefer": prefer}, body)
         return error(400, "BadRequest", f"Resource not found for the segment '{path}' (emulator)")
+
+
+def seeded_profile(index: int) -> dict[str, Any]:
+    """The HR attributes `seed_users(profile=True)` gives user N (benchmarks build files from it)."""
+    return {
+        "jobTitle": f"Title {index % 40}",
+        "department": f"Dept {index % 12}",
+        "officeLocation": f"Building {index % 5}",
+        "employeeId": f"E{index:06d}",
+        "accountEnabled": True,
+    }
+
+
+def seeded_manager(index: int) -> int | None:
+    """The index of user N's seeded manager: users 1-10 have none, every ten after share one."""
+    return (index - 1) // 10 if index > 10 else None
 
 
 def _ref_target(body: JsonBody) -> str | None:
@@ -223,17 +247,59 @@ def create_group(t: Tenant, _: dict[str, str], body: JsonBody) -> Answer:
             "Another object with the same value for property uniqueName already exists.",
             [{"code": "ObjectConflict", "target": "uniqueName"}],
         )
-    return Answer(201, _add_group(t, body))
+    bound, refused = _bound(t, body)
+    if refused is not None:
+        return refused
+    return Answer(201, _add_group(t, body, bound))
 
 
-def _add_group(t: Tenant, body: dict[str, Any]) -> dict[str, Any]:
-    group = {"id": str(uuid.uuid4()), "groupTypes": [], **body}
+def _bound(t: Tenant, body: dict[str, Any]) -> tuple[dict[str, list[str]], Answer | None]:
+    """The objects `owners@odata.bind` / `members@odata.bind` name, by role (every one must
+    exist: Graph refuses the whole create otherwise)."""
+    bound: dict[str, list[str]] = {}
+    for role in ("owners", "members"):
+        urls = body.get(f"{role}@odata.bind", [])
+        if not isinstance(urls, list):
+            return {}, error(400, "BadRequest", f"{role}@odata.bind must be a collection.")
+        ids = []
+        for url in urls:
+            key = _bound_key(url)
+            found = t.find_object(key) if key else None
+            if found is None:
+                return {}, error(
+                    400,
+                    "Request_BadRequest",
+                    "One or more of the object references referenced in the request don't exist.",
+                )
+            ids.append(found[1])
+        bound[role] = ids
+    return bound, None
+
+
+def _bound_key(url: object) -> str | None:
+    """The id in `https://graph.microsoft.com/v1.0/users/{id}`, `.../directoryObjects/{id}` or
+    `.../users('{id}')`."""
+    if not isinstance(url, str):
+        return None
+    last = url.rstrip("/").rsplit("/", 1)[-1]
+    match = re.fullmatch(r"\w+\('([^']+)'\)", last)
+    return unquote(match.group(1) if match else last)
+
+
+def _add_group(t: Tenant, body: dict[str, Any], bound: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    group = {"id": str(uuid.uuid4()), "groupTypes": [], **_without_binds(body)}
     t.groups[group["id"]] = group
+    for role, ids in (bound or {}).items():
+        (t.owners if role == "owners" else t.members).setdefault(group["id"], set()).update(ids)
     if isinstance(group.get("uniqueName"), str):
         t.group_ids_by_unique_name[group["uniqueName"].lower()] = group["id"]
     t.visible_at[group["id"]] = time.monotonic() + t.lag_seconds
     t.created.append(("group", group["id"]))
     return group
+
+
+def _without_binds(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if not k.lower().endswith("@odata.bind")}
 
 
 _ODATA_TEXT = re.compile(r"(?:[^']|'')+")
@@ -260,16 +326,30 @@ def upsert_group(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
         return error(400, "BadRequest", "Invalid key: uniqueName must be a quoted string.")
     if not isinstance(body, dict):
         return error(400, "Request_BadRequest", "A JSON object body is required.")
+    bound, refused = _bound(t, body)
+    if refused is not None:
+        return refused
     group = _group_by_unique_name(t, unique_name)
     if group is not None:
-        group.update({k: v for k, v in body.items() if k not in {"id", "uniqueName"}})
+        for role, ids in bound.items():
+            held = (t.owners if role == "owners" else t.members).setdefault(group["id"], set())
+            if held & set(ids):
+                return error(
+                    400,
+                    "Request_BadRequest",
+                    "One or more added object references already exist for the following modified "
+                    f"properties: '{role}'.",
+                )
+        for role, ids in bound.items():
+            (t.owners if role == "owners" else t.members)[group["id"]].update(ids)
+        group.update({k: v for k, v in _without_binds(body).items() if k not in {"id", "uniqueName"}})
         return Answer(204)
     preferences = {part.strip().lower() for part in re.split(r"[,;]", p.get("$prefer", ""))}
     if "create-if-missing" not in preferences:
         return _not_found("group", unique_name)
     if not body.get("displayName") or not body.get("mailNickname"):
         return error(400, "Request_BadRequest", "Properties displayName and mailNickname are required.")
-    return Answer(201, _add_group(t, {**body, "uniqueName": unique_name}))
+    return Answer(201, _add_group(t, {**body, "uniqueName": unique_name}, bound))
 
 
 def get_group_by_unique_name(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
@@ -349,6 +429,113 @@ def create_team(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
     t.channels[p["group"]] = [{"id": f"19:general-{p['group']}", "displayName": "General"}]
     t.created.append(("team", p["group"]))
     return Answer(201, team)
+
+
+def create_teams(t: Tenant, _: dict[str, str], body: JsonBody) -> Answer:
+    """`POST /teams`: 202 with no body, the operation in `Location` and the team in
+    `Content-Location`. From an existing group (`group@odata.bind`: replicated, Unified, no team
+    yet) or from a template, which makes a new group too; with application permissions the
+    template form must name a member who is an owner (`members[].user@odata.bind`). The team
+    appears when the operation succeeds."""
+    if not isinstance(body, dict):
+        return error(400, "BadRequest", "A JSON object body is required.")
+    channels = [c for c in body.get("channels", []) if isinstance(c, dict) and c.get("displayName")]
+    settings = {k: v for k, v in body.items() if k not in {"channels", "members"} and "@odata" not in k}
+    group_url = next((v for k, v in body.items() if k.lower() == "group@odata.bind"), None)
+    if group_url is not None:
+        key = _bound_key(group_url)
+        group = t.group(key) if key else None
+        if group is None:
+            return _not_found("group", str(key))
+        if "Unified" not in group.get("groupTypes", []):
+            return error(400, "BadRequest", "Group must be a Microsoft 365 (Unified) group to create a team.")
+        if group["id"] in t.teams or any(o["team"] == group["id"] for o in t.team_operations.values()):
+            return error(409, "Conflict", "Team already exists for this group.")
+        team_id = group["id"]
+    else:
+        owners = [
+            _bound_key(m.get("user@odata.bind"))
+            for m in body.get("members", [])
+            if isinstance(m, dict) and "owner" in (m.get("roles") or [])
+        ]
+        users = [t.find_user(o) for o in owners if o]
+        if not users or any(u is None for u in users):
+            return error(
+                400,
+                "BadRequest",
+                "A team created with application permissions needs a member with the owner role.",
+            )
+        name = str(body.get("displayName") or "team")
+        nickname = re.sub(r"[^A-Za-z0-9]", "", name)[:40] or "team"
+        ids = [u["id"] for u in users if u is not None]
+        group = _add_group(
+            t,
+            {"displayName": name, "mailNickname": nickname, "groupTypes": ["Unified"]},
+            {"owners": ids, "members": ids},
+        )
+        team_id = group["id"]
+    operation_id = str(uuid.uuid4())
+    t.team_operations[operation_id] = {
+        "team": team_id,
+        "settings": settings,
+        "channels": channels,
+        "ready_at": time.monotonic() + t.team_operation_seconds,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    t.created.append(("team", team_id))
+    return Answer(202, None, _operation_headers(t.location_form, team_id, operation_id))
+
+
+def _operation_headers(form: str, team_id: str, operation_id: str) -> dict[str, str]:
+    if form == "bare":
+        location = f"/teams({team_id})/operations({operation_id})"
+    elif form == "segments":
+        location = f"/teams/{team_id}/operations/{operation_id}"
+    else:
+        location = f"/teams('{team_id}')/operations('{operation_id}')"
+    if form == "absolute":
+        location = f"https://graph.microsoft.com/v1.0{location}"
+    return {"Location": location, "Content-Location": f"/teams('{team_id}')"}
+
+
+def _finish_team_operations(t: Tenant) -> None:
+    """Operations whose time has come end as configured; a succeeded one's team now exists."""
+    now = time.monotonic()
+    for operation in t.team_operations.values():
+        if "status" in operation or now < operation["ready_at"]:
+            continue
+        operation["status"] = t.team_outcome
+        if t.team_outcome != "succeeded":
+            continue
+        team_id = operation["team"]
+        group = t.groups.get(team_id, {})
+        t.teams[team_id] = {"id": team_id, "displayName": group.get("displayName"), **operation["settings"]}
+        t.channels[team_id] = [
+            {"id": f"19:general-{team_id}", "displayName": "General"},
+            *({"id": f"19:{uuid.uuid4().hex}@thread.tacv2", **c} for c in operation["channels"]),
+        ]
+
+
+def get_team_operation(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    operation = t.team_operations.get(unquote(p["operation"]))
+    if operation is None or operation["team"] != unquote(p["team"]):
+        return _not_found("operation", p["operation"])
+    status = operation.get("status", "inProgress")
+    failed = status == "failed"
+    return Answer(
+        200,
+        {
+            "id": unquote(p["operation"]),
+            "operationType": "createTeam",
+            "createdDateTime": operation["created"],
+            "status": status,
+            "lastActionDateTime": operation["created"],
+            "attemptsCount": 1,
+            "targetResourceId": operation["team"],
+            "targetResourceLocation": f"/teams('{operation['team']}')",
+            "error": {"code": "InternalServerError", "message": "Team creation failed."} if failed else None,
+        },
+    )
 
 
 def get_team(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
@@ -484,7 +671,9 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     _route("PUT", "/groups/{group}/team", create_team),
     _route("POST", "/groups/{group}/events", create_event),
     _route("GET", "/groups/{group}/events/{event}", get_event),
+    _route("POST", "/teams", create_teams),
     _route("GET", "/teams/{team}", get_team),
+    _route("GET", "/teams/{team}/operations/{operation}", get_team_operation),
     _route("GET", "/teams/{team}/channels", list_channels),
     _route("POST", "/teams/{team}/channels", create_channel),
 ]
