@@ -38,6 +38,33 @@ async def job_status(req: func.HttpRequest) -> func.HttpResponse:
     return await http_api.get_job(req, await _service())
 
 
+async def _run_action(req: func.HttpRequest, action: str) -> func.HttpResponse:
+    from batching import http_api
+    from batching.connector.actions import ActionName
+
+    return await http_api.post_action(req, await _service(), ActionName(action))
+
+
+@app.route(route="actions/create-users", methods=["POST"])
+async def create_users(req: func.HttpRequest) -> func.HttpResponse:
+    return await _run_action(req, "createUsers")
+
+
+@app.route(route="actions/update-users", methods=["POST"])
+async def update_users(req: func.HttpRequest) -> func.HttpResponse:
+    return await _run_action(req, "updateUsers")
+
+
+@app.route(route="actions/add-user-to-groups", methods=["POST"])
+async def add_user_to_groups(req: func.HttpRequest) -> func.HttpResponse:
+    return await _run_action(req, "addUserToGroups")
+
+
+@app.route(route="actions/create-team", methods=["POST"])
+async def create_team_with_channels(req: func.HttpRequest) -> func.HttpResponse:
+    return await _run_action(req, "createTeam")
+
+
 @app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def api_definition(req: func.HttpRequest) -> func.HttpResponse:
     from batching.connector import definition

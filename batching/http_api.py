@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit
 import azure.functions as func
 
 from batching.callers import PRINCIPAL_HEADER, allowed_ids, caller_allowed, read_principal
+from batching.connector.actions import ActionName, action_results, build_job
 from batching.errors import PROBLEM_CONTENT_TYPE, Problem, problem_document
 from batching.models import JOB_ID_PATTERN
 from batching.records import JobSummary
@@ -28,7 +29,29 @@ async def post_job(req: func.HttpRequest, service: ProvisioningService) -> func.
     body = req.get_body()
     if len(body) > MAX_BODY_BYTES:
         return _problem(413, "The job is too large", [Problem("body", f"is over {MAX_BODY_BYTES} bytes")])
-    result = await service.submit(body)
+    return await _answer_submission(req, service, await service.submit(body))
+
+
+async def post_action(
+    req: func.HttpRequest, service: ProvisioningService, action: ActionName
+) -> func.HttpResponse:
+    """A connector action: its typed input becomes a general job, answered as `post_job` does."""
+    if (refused := _refuse_caller(req, service)) is not None:
+        return refused
+    body = req.get_body()
+    if len(body) > MAX_BODY_BYTES:
+        return _problem(413, "The input is too large", [Problem("body", f"is over {MAX_BODY_BYTES} bytes")])
+    built = build_job(action, body, service.settings.graph_base_url)
+    if isinstance(built, list):
+        return _problem(400, "The input is invalid", built)
+    return await _answer_submission(
+        req, service, await service.submit(json.dumps(built).encode(), action=action)
+    )
+
+
+async def _answer_submission(
+    req: func.HttpRequest, service: ProvisioningService, result: Accepted | Invalid | Conflict
+) -> func.HttpResponse:
     if isinstance(result, Invalid):
         title = "The job is too large" if result.status == 413 else "The job is invalid"
         return _problem(result.status, title, result.problems)
@@ -122,6 +145,7 @@ def _results(view: JobView, url: str) -> dict[str, Any]:
     }
     if summary.reason:
         document["reason"] = summary.reason
+    document.update(action_results(summary.action, view.operations))
     return document
 
 

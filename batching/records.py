@@ -164,6 +164,7 @@ class JobSummary:
     enqueued: bool = False
     queued_parts: int = 0
     reason: str | None = None
+    action: str | None = None  # the connector action that built the job (batching.connector.actions)
     counts: dict[OperationStatus, int] = field(default_factory=dict)
     created_at: datetime | None = None
     etag: str | None = None
@@ -206,6 +207,7 @@ class JobSummary:
             "Enqueued": self.enqueued,
             "QueuedParts": self.queued_parts,
             "Reason": self.reason,
+            "Action": self.action,
             "CreatedAt": self.created_at or now,
             "UpdatedAt": now,
         }
@@ -225,6 +227,7 @@ class JobSummary:
             enqueued=bool(entity.get("Enqueued", False)),
             queued_parts=int(entity.get("QueuedParts", 0)),
             reason=entity.get("Reason") or None,
+            action=entity.get("Action") or None,
             counts={s: int(entity.get(s.value, 0)) for s in OperationStatus},
             created_at=entity.get("CreatedAt"),
             etag=etag,

@@ -179,8 +179,9 @@ class ProvisioningService:
 
     # --- HTTP door -------------------------------------------------------------------------
 
-    async def submit(self, raw: bytes) -> Accepted | Invalid | Conflict:
-        """Validate, record and enqueue a job; the same jobId and body again is the same job."""
+    async def submit(self, raw: bytes, *, action: str | None = None) -> Accepted | Invalid | Conflict:
+        """Validate, record and enqueue a job; the same jobId and body again is the same job.
+        `action` names the connector action that built it, for its result's own fields."""
         parsed = parse_job(raw)
         if isinstance(parsed, Rejection):
             return Invalid(parsed.problems)
@@ -191,6 +192,7 @@ class ProvisioningService:
             return Invalid([Problem("operations", str(error))], status=413)
 
         summary = _new_summary(job, source="http")
+        summary.action = action
         if not await self.store.create_summary(summary):
             existing = await self.store.get_summary(job.job_id)
             if existing is None or existing.body_hash != job.body_hash:
