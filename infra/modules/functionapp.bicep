@@ -12,6 +12,7 @@ param deploymentContainerName string
 param appInsightsConnectionString string
 param maximumInstanceCount int
 param instanceMemoryMB int
+param zoneRedundant bool
 param provisioningQueue string
 param workQueue string
 param bulkQueue string
@@ -23,7 +24,7 @@ param graphBaseUrl string
 param maxAttempts int
 param enableEntraAuth bool
 param authClientId string
-param authAllowedAudiences array
+param authAllowedAudiences string
 param allowedCallerAppIds string
 param allowedCallerObjectIds string
 
@@ -33,9 +34,17 @@ param allowedCallerObjectIds string
 var callerAppIds = filter(map(split(allowedCallerAppIds, ','), id => trim(id)), id => !empty(id))
 var callerObjectIds = filter(map(split(allowedCallerObjectIds, ','), id => trim(id)), id => !empty(id))
 var allowedCallerIds = enableEntraAuth ? join(concat(callerAppIds, callerObjectIds), ',') : ''
+// Tokens callers get for the API carry `api://<client id>` (v1) or the client id (v2) as audience.
+var audiences = filter(map(split(authAllowedAudiences, ','), audience => trim(audience)), audience => !empty(audience))
+var allowedAudiences = empty(audiences) ? ['api://${authClientId}', authClientId] : audiences
+// Sign-in without a caller list would let any application of the tenant in: refuse to deploy it.
+var noCallerNamed = empty(callerAppIds) && empty(callerObjectIds)
+var missingClientId = enableEntraAuth && empty(authClientId)
+var missingCallers = enableEntraAuth && noCallerNamed
+var entraAuthProblem = missingClientId ? 'ENABLE_ENTRA_AUTH=true needs AUTH_CLIENT_ID, the client id of the API app registration (azd env set AUTH_CLIENT_ID <id>).' : (missingCallers ? 'ENABLE_ENTRA_AUTH=true needs ALLOWED_CALLER_APP_IDS or ALLOWED_CALLER_OBJECT_IDS: without them any application of the tenant that gets a token for the API is let in.' : '')
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_225: zone redundancy is not offered on the Flex Consumption FC1 plan
+  // checkov:skip=CKV_AZURE_225: zone redundancy is optional (ZONE_REDUNDANT, off by default for cost): on Flex it keeps at least two always-ready instances per function group, billed while idle
   name: planName
   location: location
   tags: tags
@@ -46,16 +55,18 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
   properties: {
     reserved: true
+    zoneRedundant: zoneRedundant
   }
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_17: callers are Power Automate flows and other systems, which cannot present client certificates
+  // checkov:skip=CKV_AZURE_17: callers authenticate with function keys and optionally Entra ID tokens; Power Platform custom connectors cannot present client certificates
   // checkov:skip=CKV_AZURE_222: Power Automate reaches the API over the internet; Entra ID sign-in can be switched on (enableEntraAuth)
-  // checkov:skip=CKV_AZURE_18: HTTP/2 is not offered on Flex Consumption
-  // checkov:skip=CKV_AZURE_67: HTTP/2 is not offered on Flex Consumption
-  // checkov:skip=CKV_AZURE_212: Flex Consumption scales by instance count (maximumInstanceCount); there is no minimum-instance failover setting
-  // checkov:skip=CKV_AZURE_213: a scale-to-zero consumption app has no always-on instance to health-check
+  // checkov:skip=CKV_AZURE_18: http20Enabled is left at the platform default: Microsoft documents no HTTP version setting for Flex Consumption sites, which reject siteConfig properties they do not take (error 51021)
+  // checkov:skip=CKV_AZURE_67: as CKV_AZURE_18: no documented HTTP version setting on Flex Consumption sites
+  // checkov:skip=CKV_AZURE_78: Flex Consumption sites reject siteConfig.ftpsState (error 51021); Flex deploys only from the blob container named in functionAppConfig
+  // checkov:skip=CKV_AZURE_212: Flex Consumption has no minimum worker count; with zoneRedundant the platform keeps at least two always-ready instances per function group
+  // checkov:skip=CKV_AZURE_213: Flex Consumption does not offer the platform health check (healthCheckPath)
   name: name
   location: location
   tags: union(tags, { 'azd-service-name': 'api' })
@@ -68,10 +79,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     publicNetworkAccess: 'Enabled'
+    // Only what Flex Consumption sites take: ftpsState, alwaysOn, linuxFxVersion and the other
+    // worker and scale properties are rejected there (error 51021); runtime and scale live in
+    // functionAppConfig below.
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
-      http20Enabled: false
       appSettings: [
         // Host storage by identity (no connection string, no key).
         { name: 'AzureWebJobsStorage__accountName', value: storageAccountName }
@@ -109,7 +121,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BULK_SCHEDULE', value: bulkSchedule }
         { name: 'BULK_WAIT_SECONDS', value: '240' }
         // Set only with Entra ID sign-in: without it, nothing vouches for the caller's identity.
-        { name: 'ALLOWED_CALLER_IDS', value: allowedCallerIds }
+        { name: 'ALLOWED_CALLER_IDS', value: empty(entraAuthProblem) ? allowedCallerIds : fail(entraAuthProblem) }
         // Telemetry by identity: the component has local auth disabled.
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD;ClientId=${identityClientId}' }
@@ -167,7 +179,7 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (enableEntraAuth) {
           openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
         }
         validation: {
-          allowedAudiences: authAllowedAudiences
+          allowedAudiences: allowedAudiences
           defaultAuthorizationPolicy: {
             allowedApplications: callerAppIds
             allowedPrincipals: {

@@ -2,6 +2,8 @@
 param name string
 param location string
 param tags object
+@description('Zone-redundant storage (ZRS), to match a zone-redundant function app.')
+param zoneRedundant bool = false
 param queueNames array
 param tableNames array
 param containerNames array
@@ -9,12 +11,12 @@ param containerNames array
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_59: Flex Consumption without VNet integration reaches storage over its public endpoint; access is identity-only (no keys, no SAS)
   // checkov:skip=CKV_AZURE_35: same reason: a deny-by-default network rule would lock the function host out unless the app is VNet-integrated
-  // checkov:skip=CKV_AZURE_206: LRS keeps cost down; results are a record that a job re-run can rebuild
+  // checkov:skip=CKV_AZURE_206: no geo-replication: the app runs in one region and cannot fail over, and its queues and tables serve only that app; ZRS comes with zoneRedundant
   name: name
   location: location
   tags: tags
   kind: 'StorageV2'
-  sku: { name: 'Standard_LRS' }
+  sku: { name: zoneRedundant ? 'Standard_ZRS' : 'Standard_LRS' }
   properties: {
     allowSharedKeyAccess: false
     allowBlobPublicAccess: false

@@ -1,0 +1,1 @@
+"""Offline-checked deployment helpers (Bicep lives beside this package)."""

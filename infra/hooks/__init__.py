@@ -1,0 +1,1 @@
+"""azd hooks: scripts azd runs around provisioning (see azure.yaml)."""

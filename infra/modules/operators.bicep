@@ -1,0 +1,64 @@
+// The data roles a person needs to operate the app (README "Roles for people"), and no more:
+// drop CSV files in the bulk container and run the operator CLI (python -m batching: submit,
+// status, failures, poison list/replay, bulk run). Shared keys are off, so without these roles
+// nobody but the app's identity can reach the data.
+//
+// - Blob: Storage Blob Data Contributor on the bulk container only. Not on the account: the
+//   deployment package container holds the code the app runs with its Graph permissions.
+// - Queue: Storage Queue Data Contributor on the account: the CLI sends to the provisioning,
+//   work and bulk queues, reads and replays their poison queues, and creates any that are missing.
+// - Table: Storage Table Data Contributor on the account: the CLI reads and writes the results
+//   table, and creating a table (the CLI makes sure it exists) is an account-level action.
+param storageAccountName string
+param bulkContainerName string
+
+@description('Object ids of the users, groups or service principals who operate the app.')
+param principalIds array
+
+var roles = {
+  blobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  queueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  tableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+}
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: account
+  name: 'default'
+}
+
+resource bulkContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: bulkContainerName
+}
+
+// No principalType: these are existing people, groups or pipelines of any kind.
+resource blobContributors 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in principalIds: {
+  name: guid(bulkContainer.id, principalId, roles.blobDataContributor)
+  scope: bulkContainer
+  properties: {
+    principalId: principalId
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
+  }
+}]
+
+resource queueContributors 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in principalIds: {
+  name: guid(account.id, principalId, roles.queueDataContributor)
+  scope: account
+  properties: {
+    principalId: principalId
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataContributor)
+  }
+}]
+
+resource tableContributors 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in principalIds: {
+  name: guid(account.id, principalId, roles.tableDataContributor)
+  scope: account
+  properties: {
+    principalId: principalId
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+  }
+}]
