@@ -4,7 +4,8 @@ POST /v1.0/$batch            Graph batch rules enforced; items run against the t
 *    /v1.0/{path}            one request (GET, POST, PATCH, PUT, DELETE) run like one batch item
 GET  /_emulator/calls        every call received, oldest first; `?kind=batch` or `?kind=direct`
 PUT  /_emulator/config       throttling, identity limits, faults, latency (below); 400 if invalid
-POST /_emulator/seed         {"users": N} -> user1..userN@contoso.com
+POST /_emulator/seed         {"users": N} -> user1..userN@contoso.com; `"profile": true` adds HR
+                             attributes and managers (emulator.tenant.seeded_profile)
 POST /_emulator/reset        empty tenant, no faults, no limits, no call log
 GET  /_emulator/tenant       counts of users, groups, teams; what was created
 
@@ -79,6 +80,7 @@ from emulator.tenant import Answer, Tenant, error
 MAX_BATCH = 20
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+_PASSED_HEADERS = ("prefer", "consistencylevel")  # request headers the tenant reads
 
 
 @dataclass
@@ -223,7 +225,7 @@ class GraphEmulator:
     async def seed(self, request: Request) -> Response:
         body = await request.json()
         with self._lock:
-            upns = self.tenant.seed_users(int(body.get("users", 0)))
+            upns = self.tenant.seed_users(int(body.get("users", 0)), profile=bool(body.get("profile")))
         return JSONResponse({"users": upns})
 
     async def reset_route(self, _: Request) -> Response:
@@ -283,6 +285,7 @@ class GraphEmulator:
         responses = []
         failed: set[str] = set()
         with self._lock:
+            self.tenant.base_url = _version_root(request)
             for item in items:
                 deps = item.get("dependsOn") or []
                 if any(dep in failed for dep in deps):
@@ -312,7 +315,7 @@ class GraphEmulator:
             "method": request.method,
             "url": "/" + request.path_params["path"] + (f"?{query}" if query else ""),
             "body": None,
-            "headers": {k: v for k, v in request.headers.items() if k.lower() == "prefer"},
+            "headers": {k: v for k, v in request.headers.items() if k.lower() in _PASSED_HEADERS},
         }
         answer = await self._direct_answer(request, item)
         record["items"].append(_item_record(item, answer))
@@ -332,6 +335,7 @@ class GraphEmulator:
             except ValueError:
                 return error(400, "BadRequest", "Invalid JSON body")
         with self._lock:
+            self.tenant.base_url = _version_root(request)
             return self._run_item(item, token)
 
     # --- one item --------------------------------------------------------------------------
@@ -404,6 +408,12 @@ class GraphEmulator:
         if body is None:
             return Response(status_code=status, headers=headers)
         return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _version_root(request: Request) -> str:
+    """The version root the caller used (`http://127.0.0.1:7072/v1.0`), for `@odata.nextLink`."""
+    version = "beta" if request.url.path.startswith("/beta/") else "v1.0"
+    return f"{request.url.scheme}://{request.url.netloc}/{version}"
 
 
 def _bearer(request: Request) -> str | None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from emulator import user_queries
+
 JsonBody = Any
 
 
@@ -54,6 +56,8 @@ class Tenant:
     # Replication lag: a new user or group is invisible to other requests for this long.
     lag_seconds: float = 0.0
     visible_at: dict[str, float] = field(default_factory=dict)
+    # The version root callers use, which `@odata.nextLink`s point at (the app sets it per call).
+    base_url: str = "https://graph.microsoft.com/v1.0"
     # `POST /teams` runs as a teamsAsyncOperation: inProgress for this long, then `team_outcome`
     # ("succeeded" or "failed"); the team exists only once it succeeded. `location_form` is how
     # the 202's Location is written: "quoted" (Graph's docs), "bare", "absolute" or "segments".
@@ -69,12 +73,24 @@ class Tenant:
         found = self.groups.get(key)
         return found if found is not None and self._visible(key) else None
 
-    def seed_users(self, count: int, domain: str = "contoso.com") -> list[str]:
+    def seed_users(self, count: int, domain: str = "contoso.com", *, profile: bool = False) -> list[str]:
+        """user1..userN@domain; with `profile`, each also gets the HR attributes and manager of
+        `seeded_profile` (a stand-in for a tenant an HR system has been feeding)."""
         upns = []
         for index in range(1, count + 1):
             upn = f"user{index}@{domain}"
-            self._add_user({"userPrincipalName": upn, "displayName": f"User {index}"})
+            body = {"userPrincipalName": upn, "displayName": f"User {index}"}
+            if profile:
+                body.update(seeded_profile(index))
+            self._add_user(body)
             upns.append(upn)
+        if profile:
+            for index in range(1, count + 1):
+                boss = seeded_manager(index)
+                if boss is not None and boss <= count:
+                    user, manager = self.find_user(upns[index - 1]), self.find_user(upns[boss - 1])
+                    if user is not None and manager is not None:
+                        self.managers[user["id"]] = manager["id"]
         return upns
 
     # --- lookups ---------------------------------------------------------------------
@@ -84,6 +100,10 @@ class Tenant:
         if user is None or not (include_unreplicated or self._visible(user["id"])):
             return None
         return user
+
+    def manager_of(self, user: dict[str, Any]) -> dict[str, Any] | None:
+        manager_id = self.managers.get(user["id"])
+        return self.users.get(manager_id) if manager_id else None
 
     def find_object(self, key: str) -> tuple[str, str] | None:
         user = self.find_user(key)
@@ -111,12 +131,14 @@ class Tenant:
         path, _, query = url.partition("?")
         path = path.rstrip("/") or "/"
         prefer = next((v for k, v in (headers or {}).items() if k.lower() == "prefer"), "")
+        consistency = next((v for k, v in (headers or {}).items() if k.lower() == "consistencylevel"), "")
+        extra = {"$query": query, "$prefer": prefer, "$consistency": consistency, "$base": self.base_url}
         for route_method, pattern, handler in ROUTES:
             if route_method != method:
                 continue
             match = pattern.match(path)
             if match:
-                return handler(self, {**match.groupdict(), "$query": query, "$prefer": prefer}, body)
+                return handler(self, {**match.groupdict(), **extra}, body)
         return error(400, "BadRequest", f"Resource not found for the segment '{path}' (emulator)")
 
 
@@ -162,13 +184,29 @@ def create_user(t: Tenant, _: dict[str, str], body: JsonBody) -> Answer:
     return Answer(201, t._add_user(body))
 
 
-def list_users(t: Tenant, _: dict[str, str], __: JsonBody) -> Answer:
-    return Answer(200, {"value": list(t.users.values())[:100]})
+def list_users(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
+    """`GET /users` with `$select`, `$filter`, `$top`, `$count`, `$expand=manager` and paging
+    (emulator.user_queries); users still inside the replication lag are not listed yet."""
+    try:
+        query = user_queries.parse(p["$query"], consistency_eventual=p["$consistency"].lower() == "eventual")
+    except user_queries.QueryError as problem:
+        return error(400, "Request_BadRequest", str(problem))
+    visible = (user for user in t.users.values() if t._visible(user["id"]))
+    body = user_queries.page(query, visible, t.find_user, t.manager_of, p["$base"])
+    return Answer(200, body)
 
 
 def get_user(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
     user = t.find_user(p["user"])
-    return Answer(200, user) if user else _not_found("user", p["user"])
+    if not user:
+        return _not_found("user", p["user"])
+    try:
+        query = user_queries.selected(p["$query"])
+    except user_queries.QueryError as problem:
+        return error(400, "Request_BadRequest", str(problem))
+    if "$select" not in p["$query"].lower().replace("%24", "$") and query.expand_manager is None:
+        return Answer(200, user)
+    return Answer(200, user_queries.shape(user, query, t.manager_of))
 
 
 def patch_user(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
