@@ -14,6 +14,7 @@ import azure.functions as func
 
 from batching.callers import PRINCIPAL_HEADER, allowed_ids, caller_allowed, read_principal
 from batching.connector.actions import ActionName, action_results, build_job
+from batching.connector.polling import retry_after_seconds
 from batching.errors import PROBLEM_CONTENT_TYPE, Problem, problem_document
 from batching.models import JOB_ID_PATTERN
 from batching.records import JobSummary
@@ -158,7 +159,14 @@ def _accepted(
         mimetype="application/json",
         headers={
             "Location": status_url(req, service, job_id),
-            "Retry-After": str(service.settings.status_retry_after_seconds),
+            "Retry-After": str(
+                retry_after_seconds(
+                    body["counts"]["pending"],
+                    service.settings.graph_writes_per_second,
+                    lower=service.settings.status_retry_after_seconds,
+                    upper=service.settings.status_retry_after_max_seconds,
+                )
+            ),
         },
     )
 

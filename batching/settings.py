@@ -83,8 +83,13 @@ class Settings(BaseSettings):
         default=300.0, gt=0, validation_alias=AliasChoices("BACKOFF_MAX_SECONDS")
     )
     max_dequeue_count: int = Field(default=5, ge=1, validation_alias=AliasChoices("MAX_DEQUEUE_COUNT"))
+    # Retry-After on 202 answers: the time the work left takes at the app's pace, within these
+    # bounds (batching.connector.polling).
     status_retry_after_seconds: int = Field(
         default=5, ge=1, le=3600, validation_alias=AliasChoices("STATUS_RETRY_AFTER_SECONDS")
+    )
+    status_retry_after_max_seconds: int = Field(
+        default=60, ge=1, le=3600, validation_alias=AliasChoices("STATUS_RETRY_AFTER_MAX_SECONDS")
     )
     public_base_url: str | None = Field(default=None, validation_alias=AliasChoices("PUBLIC_BASE_URL"))
     batch_linger_seconds: float = Field(

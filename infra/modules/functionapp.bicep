@@ -105,6 +105,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BACKOFF_MAX_SECONDS', value: '300' }
         { name: 'MAX_DEQUEUE_COUNT', value: '5' }
         { name: 'STATUS_RETRY_AFTER_SECONDS', value: '5' }
+        { name: 'STATUS_RETRY_AFTER_MAX_SECONDS', value: '60' }
         { name: 'BATCH_LINGER_SECONDS', value: '0.1' }
         { name: 'QUEUE_EXTRA_MESSAGES', value: '64' }
         { name: 'QUEUE_EXTRA_LEASE_SECONDS', value: '300' }
