@@ -65,6 +65,20 @@ async def create_team_with_channels(req: func.HttpRequest) -> func.HttpResponse:
     return await _run_action(req, "createTeam")
 
 
+@app.route(route="webhooks/jobs", methods=["POST"])
+async def subscribe_job(req: func.HttpRequest) -> func.HttpResponse:
+    from batching import http_api
+
+    return await http_api.subscribe_job(req, await _service())
+
+
+@app.route(route="webhooks/jobs/{jobId}", methods=["DELETE"])
+async def unsubscribe_job(req: func.HttpRequest) -> func.HttpResponse:
+    from batching import http_api
+
+    return await http_api.unsubscribe_job(req, await _service())
+
+
 @app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def api_definition(req: func.HttpRequest) -> func.HttpResponse:
     from batching.connector import definition
@@ -93,6 +107,14 @@ async def process_bulk_message(msg: func.QueueMessage) -> None:
     service = await _service()
     await service.handle_queue_message(
         msg.get_body().decode("utf-8", errors="replace"), msg.id or "", msg.dequeue_count or 1, source="bulk"
+    )
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%CALLBACK_QUEUE%", connection="AzureWebJobsStorage")
+async def deliver_callback(msg: func.QueueMessage) -> None:
+    service = await _service()
+    await service.handle_callback_message(
+        msg.get_body().decode("utf-8", errors="replace"), msg.dequeue_count or 1
     )
 
 

@@ -25,8 +25,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from batching.bulk.reader import UnreadableFile
+from batching.bulk.current import ReadFailed
 from batching.bulk.pickup import FileReport, hash_local, open_local
+from batching.bulk.preview import PreviewResult, shown, write_preview
+from batching.bulk.reader import UnreadableFile
 from batching.errors import problems_from_validation
 from batching.records import JobStatus, JobSummary, OperationRecord
 from batching.replay import PoisonEntry, PoisonReplay
@@ -195,6 +197,47 @@ async def bulk_run(args: argparse.Namespace, service: ProvisioningService) -> in
     return EXIT_INVALID if any(report.outcome == "failed" for report in reports) else EXIT_OK
 
 
+async def bulk_preview(args: argparse.Namespace, service: ProvisioningService) -> int:
+    """Compare a local CSV with Graph and write `<name>.preview.csv` and `.json` beside it;
+    nothing is written to Graph."""
+    path = Path(args.file)
+    if not await asyncio.to_thread(path.is_file):
+        err.print(f"[red]{path}: no such file")
+        return EXIT_INVALID
+    directory = service.bulk.directory
+    if directory is None:
+        err.print("[red]this configuration has no Graph access for previews")
+        return EXIT_INVALID
+    stem = path.with_suffix("") if path.suffix.lower() == ".csv" else path
+    csv_path, json_path = Path(f"{stem}.preview.csv"), Path(f"{stem}.preview.json")
+    csv_out = await asyncio.to_thread(csv_path.open, "w", encoding="utf-8", newline="")
+    json_out = await asyncio.to_thread(json_path.open, "w", encoding="utf-8")
+    try:
+        result = await write_preview(
+            open_local(str(path)),
+            directory,
+            name=path.name,
+            sha256=await asyncio.to_thread(hash_local, str(path)),
+            csv_out=csv_out,
+            json_out=json_out,
+        )
+    except (UnreadableFile, ReadFailed) as error:
+        err.print(f"[red]{path.name} cannot be previewed:[/] {error}")
+        return EXIT_INVALID
+    finally:
+        csv_out.close()
+        json_out.close()
+    if args.json:
+        print(await asyncio.to_thread(json_path.read_text, encoding="utf-8"))
+        return EXIT_OK
+    out.print(_preview_table(path.name, result))
+    if result.sample:
+        out.print(_changes_table(result))
+    out.print(f"read by {result.plan.describe()}")
+    out.print(f"written: {csv_path} and {json_path}")
+    return EXIT_OK
+
+
 # --- following a job ------------------------------------------------------------------------
 
 
@@ -287,6 +330,36 @@ def _poison_table(entries: list[PoisonEntry], title: str) -> Table:
     return table
 
 
+def _preview_table(name: str, result: PreviewResult) -> Table:
+    counts = result.counts
+    table = Table("rows", "changed", "unchanged", "not found", "rejected", title=f"preview of {name}")
+    table.add_row(
+        *(
+            f"{value:,}"
+            for value in (counts.rows, counts.changed, counts.unchanged, counts.not_found, counts.rejected)
+        )
+    )
+    return table
+
+
+def _changes_table(result: PreviewResult) -> Table:
+    table = Table("line", "user", "property", "current", "new")
+    for row_plan in result.sample:
+        for change in row_plan.changes:
+            table.add_row(
+                str(row_plan.row.line),
+                row_plan.row.user,
+                change.name,
+                shown(change.current),
+                shown(change.new),
+            )
+    if result.counts.changed > len(result.sample):
+        table.caption = (
+            f"first {len(result.sample)} of {result.counts.changed:,} changed users; all in the preview files"
+        )
+    return table
+
+
 def _bulk_table(reports: list[FileReport], container: str) -> Table:
     table = Table("file", "outcome", "job", "status", "detail", title=container)
     for report in reports:
@@ -306,7 +379,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m batching",
         description="Operate the Graph provisioning processor: submit work, follow jobs, "
-        "look at failures, replay the poison queue, run the bulk pickup now.",
+        "look at failures, replay the poison queue, run the bulk pickup now or preview a file.",
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -341,4 +414,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--wait", type=float, help="seconds to wait for the jobs (default BULK_WAIT_SECONDS)")
     run.add_argument("--json", action="store_true")
     run.set_defaults(command=bulk_run)
+    preview = bulk.add_parser(
+        "preview",
+        help="compare a CSV with Graph and write FILE.preview.csv and .json; nothing is written to Graph",
+    )
+    preview.add_argument("file", help="a .csv of user updates")
+    preview.add_argument("--json", action="store_true", help="print the preview JSON instead of tables")
+    preview.set_defaults(command=bulk_preview)
     return parser

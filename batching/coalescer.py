@@ -109,6 +109,19 @@ class BatchCoalescer:
         async with self.waiting():
             return await self._send(items, priority, claim)
 
+    async def send_now(
+        self, items: Sequence[BatchRequestItem], *, priority: Priority = Priority.NORMAL
+    ) -> dict[str, ItemResponse]:
+        """One `$batch` of up to `batch_size` items, sent as soon as the pacer allows and never
+        held back to be filled: for reads that follow one another, such as the pages of a
+        listing, where each waits for the one before."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        waiting = [_Waiting(item, priority, loop.create_future(), now) for item in items[: self._size]]
+        await self._dispatch(waiting)
+        answers = await asyncio.gather(*(w.answer for w in waiting))
+        return {w.item.key: answer for w, answer in zip(waiting, answers, strict=True)}
+
     @contextlib.asynccontextmanager
     async def waiting(self) -> AsyncIterator[None]:
         """Held by a caller inside `preparing()` while it only waits for answers: partial

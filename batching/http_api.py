@@ -63,11 +63,60 @@ async def _answer_submission(
             [Problem("jobId", "already names a job with a different body")],
         )
     assert isinstance(result, Accepted)
+    await _arm_callback(req, service, result)
     if not result.created:
         return await get_job_by_id(req, service, result.summary.job_id)
     return _accepted(
         req, service, result.summary.job_id, _progress(result.summary.job_id, result.summary, req, service)
     )
+
+
+async def subscribe_job(req: func.HttpRequest, service: ProvisioningService) -> func.HttpResponse:
+    """The webhook action: run a job and POST its results to `callbackUrl` once it is done.
+
+    201 with the job's progress and `Location`, the URL that unsubscribes (Power Automate's
+    webhook contract); the same job and URL again is the same subscription."""
+    if (refused := _refuse_caller(req, service)) is not None:
+        return refused
+    body = req.get_body()
+    if len(body) > MAX_BODY_BYTES:
+        return _problem(413, "The job is too large", [Problem("body", f"is over {MAX_BODY_BYTES} bytes")])
+    result = await service.submit(body, callback_required=True)
+    if not isinstance(result, Accepted):
+        return await _answer_submission(req, service, result)
+    await _arm_callback(req, service, result)
+    job_id = result.summary.job_id
+    view = await service.job(job_id)
+    summary = view.summary if view is not None else result.summary
+    return func.HttpResponse(
+        json.dumps(_progress(job_id, summary, req, service)),
+        status_code=201,
+        mimetype="application/json",
+        headers={"Location": _with_code(req, f"{_base_url(req, service)}/api/webhooks/jobs/{job_id}")},
+    )
+
+
+async def unsubscribe_job(req: func.HttpRequest, service: ProvisioningService) -> func.HttpResponse:
+    """Stop a job's pending callback (the flow was cancelled or timed out); the job runs on."""
+    if (refused := _refuse_caller(req, service)) is not None:
+        return refused
+    job_id = req.route_params.get("jobId", "")
+    if not re.match(JOB_ID_PATTERN, job_id):
+        return _problem(400, "The job id is invalid", [Problem("jobId", "must match [A-Za-z0-9._-]{1,64}")])
+    if not await service.callbacks.cancel(job_id):
+        return _problem(404, "No such job", [Problem("jobId", "names no job")])
+    # No body; the content type is still one the definition declares (the host adds one anyway).
+    return func.HttpResponse(status_code=204, mimetype="application/json")
+
+
+async def _arm_callback(req: func.HttpRequest, service: ProvisioningService, result: Accepted) -> None:
+    """A job that came with a callbackUrl gets its results there; the status URL in them
+    carries no function key (the receiver is not a caller of this API)."""
+    if result.callback_url is None:
+        return
+    job_id = result.summary.job_id
+    public_status_url = f"{_base_url(req, service)}/api/jobs/{job_id}"
+    await service.callbacks.arm(job_id, result.callback_url, public_status_url, result.summary.pending)
 
 
 async def get_job(req: func.HttpRequest, service: ProvisioningService) -> func.HttpResponse:
@@ -114,9 +163,15 @@ def _refuse_caller(req: func.HttpRequest, service: ProvisioningService) -> func.
 
 def status_url(req: func.HttpRequest, service: ProvisioningService, job_id: str) -> str:
     """Absolute status URL; keeps a `code` query key so a poller without headers gets through."""
+    return _with_code(req, f"{_base_url(req, service)}/api/jobs/{job_id}")
+
+
+def _base_url(req: func.HttpRequest, service: ProvisioningService) -> str:
     parts = urlsplit(req.url)
-    base = service.settings.public_base_url or f"{parts.scheme}://{parts.netloc}"
-    url = f"{base.rstrip('/')}/api/jobs/{job_id}"
+    return (service.settings.public_base_url or f"{parts.scheme}://{parts.netloc}").rstrip("/")
+
+
+def _with_code(req: func.HttpRequest, url: str) -> str:
     code = req.params.get("code")
     return f"{url}?{urlencode({'code': code})}" if code else url
 
@@ -148,6 +203,11 @@ def _results(view: JobView, url: str) -> dict[str, Any]:
         document["reason"] = summary.reason
     document.update(action_results(summary.action, view.operations))
     return document
+
+
+def results_document(view: JobView, url: str) -> dict[str, Any]:
+    """The 200 answer's body, which a callback POSTs as well."""
+    return _results(view, url)
 
 
 def _accepted(

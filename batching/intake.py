@@ -29,6 +29,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from batching.allowlist import find_allowed, path_of, path_shape
+from batching.connector.callback_urls import AllowedHosts
 from batching.errors import Problem, problems_from_validation
 from batching.models import (
     MAX_BODY_DEPTH,
@@ -126,13 +127,21 @@ def _work_message_problems(work: WorkMessage) -> list[Problem]:
     return _capped(problems)
 
 
-def parse_job(raw: bytes | str) -> Job | Rejection:
-    """Validate a submission completely; never raises for bad input."""
+def parse_job(
+    raw: bytes | str, *, callback_hosts: AllowedHosts | None = None, callback_required: bool = False
+) -> Job | Rejection:
+    """Validate a submission completely; never raises for bad input.
+
+    `callback_hosts`: where a `callbackUrl` may point (the HTTP door); without it a job with
+    one is refused. `callback_required`: a job without one is refused (the webhook action)."""
     document, problems = load_document(raw)
     if not isinstance(document, dict):
         if problems:
             return Rejection(problems)
         return Rejection([Problem("body", "must be a JSON object with 'operations' or 'requests'")])
+    missing = []
+    if callback_required and document.get("callbackUrl") is None:
+        missing = [Problem("callbackUrl", "is required: the URL the results are POSTed to")]
 
     model: type[JobSubmission] | type[GraphBatchSubmission]
     if "requests" in document and "operations" not in document:
@@ -140,14 +149,14 @@ def parse_job(raw: bytes | str) -> Job | Rejection:
     else:
         model, container = JobSubmission, "operations"
     if problems:
-        return _salvage(document, container, problems)
+        return _salvage(document, container, [*problems, *missing])
     try:
-        submission = model.model_validate(document)
+        submission = model.model_validate(document, context={"callback_hosts": callback_hosts})
     except ValidationError as error:
-        return _salvage(document, container, problems_from_validation(error))
+        return _salvage(document, container, [*problems_from_validation(error), *missing])
 
     specs = submission.operations if isinstance(submission, JobSubmission) else submission.requests
-    problems = check_operation_graph(specs, container)
+    problems = [*check_operation_graph(specs, container), *missing]
     if problems:
         return _salvage(document, container, problems)
 
@@ -157,6 +166,7 @@ def parse_job(raw: bytes | str) -> Job | Rejection:
         correlation_id=submission.correlation_id,
         operations=operations,
         body_hash=job_body_hash(submission.correlation_id, operations),
+        callback_url=submission.callback_url,
     )
 
 

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from batching.allowlist import header_problems, object_url_problems, url_as_sent, url_problem
+from batching.connector.callback_urls import callback_url_problems
 
 MAX_OPERATIONS_PER_SUBMISSION: Final = 1000
 WRITE_METHODS: Final = frozenset({"POST", "PATCH", "PUT", "DELETE"})
@@ -205,11 +206,28 @@ class OperationSpec(_Strict):
     ] = Field(default_factory=list)
 
 
+def _check_callback_url(value: str, info: ValidationInfo) -> str:
+    """A callback URL on the allow-list the HTTP door passes in (batching.connector.callback_urls);
+    a door that passes none (the queue) takes no callbacks."""
+    allowed = (info.context or {}).get("callback_hosts")
+    if allowed is None:
+        raise ValueError("is taken only over HTTP (POST /api/jobs, or the webhook action), not on the queue")
+    problems = callback_url_problems(value, allowed)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return value
+
+
+# Where the results are POSTed once the job is done (Power Automate's webhook pattern).
+CallbackUrl = Annotated[str, AfterValidator(_check_callback_url)]
+
+
 class JobSubmission(_Strict):
     """The public message, version 1: accepted on the queue and by `POST /api/jobs`."""
 
     job_id: JobId | None = None
     correlation_id: CorrelationId | None = None
+    callback_url: CallbackUrl | None = None
     operations: Annotated[list[OperationSpec], Field(min_length=1, max_length=MAX_OPERATIONS_PER_SUBMISSION)]
 
 
@@ -218,6 +236,7 @@ class GraphBatchSubmission(_Strict):
 
     job_id: JobId | None = None
     correlation_id: CorrelationId | None = None
+    callback_url: CallbackUrl | None = None
     requests: Annotated[list[OperationSpec], Field(min_length=1, max_length=MAX_OPERATIONS_PER_SUBMISSION)]
 
 
@@ -269,6 +288,7 @@ class Job(BaseModel):
     correlation_id: str | None = None
     operations: tuple[Operation, ...]
     body_hash: str
+    callback_url: str | None = None  # not part of `body_hash`: a repeat may subscribe anew
 
     def work_items(self) -> list[WorkItem]:
         creates = {op.id for op in self.operations if op.method in {"POST", "PUT"}}

@@ -16,6 +16,8 @@ import httpx
 from batching.allowlist import object_url_hosts
 from batching.claims import job_ticket
 from batching.coalescer import BatchCoalescer
+from batching.connector.callback_urls import AllowedHosts
+from batching.connector.callbacks import CallbackDesk, CallbackQueue, CallbackSender
 from batching.errors import Problem
 from batching.graph.async_operations import FollowPolicy
 from batching.graph.auth import GraphTokenAuth, TokenCredential, build_credential, check_graph_endpoint
@@ -49,6 +51,7 @@ QueueSource = Literal["jobs", "work", "bulk"]
 class Accepted:
     summary: JobSummary
     created: bool
+    callback_url: str | None = None  # where the results go when done (see CallbackDesk.arm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,15 @@ class ProvisioningService:
         self._processor = processor
         self._close_graph: tuple[httpx.AsyncClient, TokenCredential] | None = None
         self._pace_store: TablePaceStore | None = None
+        self.callback_hosts = AllowedHosts.parse(settings.callback_allowed_hosts)
+        self._callbacks: CallbackDesk | None = None
+
+    @property
+    def callbacks(self) -> CallbackDesk:
+        """Jobs' callbacks: armed by the HTTP door, delivered from the callback queue."""
+        if self._callbacks is None:
+            raise RuntimeError("callbacks are wired by ProvisioningService.create")
+        return self._callbacks
 
     @property
     def bulk(self) -> BulkPickup:
@@ -157,12 +169,15 @@ class ProvisioningService:
         service = cls(settings, store, queues, processor, coalescer)
         service._close_graph = (http, credential)
         service._pace_store = pace_store
+        service._callbacks = _callback_desk(settings, store, service, policy)
         return service
 
     async def ensure_resources(self) -> None:
         await self.store.ensure_table()
         for queue in self.queues.all():
             await queue.ensure_queues()
+        if self._callbacks is not None:
+            await self._callbacks.ensure()
 
     async def aclose(self) -> None:
         await self.store.close()
@@ -172,6 +187,8 @@ class ProvisioningService:
             await self._bulk.close()
         if self._pace_store is not None:
             await self._pace_store.close()
+        if self._callbacks is not None:
+            await self._callbacks.aclose()
         if self._close_graph is not None:
             http, credential = self._close_graph
             await http.aclose()
@@ -179,10 +196,12 @@ class ProvisioningService:
 
     # --- HTTP door -------------------------------------------------------------------------
 
-    async def submit(self, raw: bytes, *, action: str | None = None) -> Accepted | Invalid | Conflict:
+    async def submit(
+        self, raw: bytes, *, action: str | None = None, callback_required: bool = False
+    ) -> Accepted | Invalid | Conflict:
         """Validate, record and enqueue a job; the same jobId and body again is the same job.
         `action` names the connector action that built it, for its result's own fields."""
-        parsed = parse_job(raw)
+        parsed = parse_job(raw, callback_hosts=self.callback_hosts, callback_required=callback_required)
         if isinstance(parsed, Rejection):
             return Invalid(parsed.problems)
         job = parsed
@@ -198,14 +217,14 @@ class ProvisioningService:
             if existing is None or existing.body_hash != job.body_hash:
                 return Conflict(job.job_id)
             if existing.enqueued:
-                return Accepted(existing, created=False)
+                return Accepted(existing, created=False, callback_url=job.callback_url)
             summary = existing  # recorded earlier but never queued: finish that now
         # No Pending rows: each operation's row is written once, when it finishes (it carries
         # its place in the job), so a flow's job costs one write before its work is queued.
         await asyncio.gather(*(self.queues.work.send(message) for message in messages))
         await self.store.mark_enqueued(job.job_id)
         summary.enqueued = True
-        return Accepted(summary, created=True)
+        return Accepted(summary, created=True, callback_url=job.callback_url)
 
     async def job(self, job_id: str) -> JobView | None:
         summary = await self.store.get_summary(job_id)
@@ -253,6 +272,10 @@ class ProvisioningService:
                 )
             raise
         await leases.release()
+
+    async def handle_callback_message(self, text: str, dequeue_count: int) -> None:
+        """A message of the callback queue: deliver a finished job's results, or wait more."""
+        await self.callbacks.handle(text, dequeue_count, self.settings.max_dequeue_count)
 
     def _door(self, source: QueueSource) -> WorkQueue:
         if source == "work":
@@ -393,6 +416,23 @@ class ProvisioningService:
         ]
         await self.store.record(unit.job_id, unit.correlation_id, rows)
         await self.store.refresh_summary(unit.job_id)
+
+
+def _callback_desk(
+    settings: Settings, store: ResultStore, service: ProvisioningService, policy: RetryPolicy
+) -> CallbackDesk:
+    from batching.http_api import results_document  # the body GET /api/jobs/{id} answers with
+
+    return CallbackDesk(
+        store,
+        CallbackQueue(queue_client(settings, settings.callback_queue, base64=False)),
+        CallbackSender(service.callback_hosts),
+        service.job,
+        results_document,
+        policy,
+        claim_timeout_seconds=settings.claim_timeout_seconds,
+        writes_per_second=settings.graph_writes_per_second,
+    )
 
 
 def _work_queue(settings: Settings, name: str) -> WorkQueue:

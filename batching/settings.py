@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     status_retry_after_max_seconds: int = Field(
         default=60, ge=1, le=3600, validation_alias=AliasChoices("STATUS_RETRY_AFTER_MAX_SECONDS")
     )
+    # Callbacks (batching.connector.callbacks): their queue, and the hosts they may be POSTed
+    # to: `default` (Power Platform's callback hosts), host names, `*.suffix` patterns.
+    callback_queue: str = Field(
+        default="provisioning-callbacks",
+        validation_alias=AliasChoices("CALLBACK_QUEUE"),
+        pattern=r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$",
+    )
+    callback_allowed_hosts: str = Field(
+        default="default", max_length=4096, validation_alias=AliasChoices("CALLBACK_ALLOWED_HOSTS")
+    )
     public_base_url: str | None = Field(default=None, validation_alias=AliasChoices("PUBLIC_BASE_URL"))
     batch_linger_seconds: float = Field(
         default=0.1, ge=0, le=5, validation_alias=AliasChoices("BATCH_LINGER_SECONDS")

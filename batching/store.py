@@ -73,6 +73,32 @@ class ResultStore:
             return None
         return JobSummary.from_entity(dict(entity), entity.metadata.get("etag"))
 
+    async def summary_entity(self, job_id: str) -> tuple[dict[str, Any], str | None] | None:
+        """The job's summary row as stored, every property, with its ETag (None: no job)."""
+        try:
+            entity = await self._table.get_entity(job_id, SUMMARY_ROW_KEY)
+        except ResourceNotFoundError:
+            return None
+        return dict(entity), entity.metadata.get("etag")
+
+    async def merge_summary(self, job_id: str, fields: dict[str, Any], etag: str | None) -> bool:
+        """Merge `fields` into the job's summary row if it is still as read (`etag`); False
+        when it changed meanwhile or is gone."""
+        entity = {"PartitionKey": job_id, "RowKey": SUMMARY_ROW_KEY, **fields, "UpdatedAt": utcnow()}
+        try:
+            await self._with_retries(
+                lambda: self._table.update_entity(
+                    entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            )
+        except ResourceNotFoundError:
+            return False
+        except HttpResponseError as error:
+            if error.status_code != 412:
+                raise
+            return False
+        return True
+
     async def create_job(self, summary: JobSummary, rows: Sequence[OperationOutcome]) -> bool:
         """Insert the summary, then the rows; False when the job already existed."""
         summary.counts = dict(Counter(row.status for row in rows))
@@ -343,6 +369,17 @@ class ResultStore:
         ):
             counts[OperationStatus(entity.get("Status", "Pending"))] += 1
         return dict(counts)
+
+    async def count_noted(self, job_id: str, note: str) -> int:
+        """Rows whose Note is `note` (a bulk job's "no change" results), counted as they stream."""
+        count = 0
+        async for _ in self._table.query_entities(
+            "PartitionKey eq @pk and RowKey gt @empty and Note eq @note",
+            parameters={"pk": job_id, "empty": SUMMARY_ROW_KEY, "note": note},
+            select=["RowKey"],
+        ):
+            count += 1
+        return count
 
     async def _statuses(self, job_id: str, *op_ids: str) -> dict[str, OperationStatus]:
         parameters = {"pk": job_id, "empty": SUMMARY_ROW_KEY}

@@ -84,6 +84,9 @@ param graphBaseUrl string = 'https://graph.microsoft.com/v1.0'
 @description('Sends per operation before it is recorded Failed.')
 param maxAttempts int = 8
 
+@description('Hosts job results may be POSTed to (callbackUrl, the webhook action), comma-separated: default (Power Automate and Logic Apps callback hosts), host names, *.suffix patterns.')
+param callbackAllowedHosts string = 'default'
+
 @description('Require Entra ID sign-in in front of the HTTP API (App Service authentication).')
 param enableEntraAuth bool = false
 
@@ -121,6 +124,8 @@ var names = {
   workPoisonQueue: 'provisioning-work-poison'
   bulkQueue: 'provisioning-bulk'
   bulkPoisonQueue: 'provisioning-bulk-poison'
+  callbackQueue: 'provisioning-callbacks'
+  callbackPoisonQueue: 'provisioning-callbacks-poison'
   pacingTable: 'GraphPacing'
   resultsTable: 'ProvisioningResults'
   bulkContainer: 'bulk-user-updates'
@@ -163,6 +168,8 @@ module storage 'modules/storage.bicep' = {
       names.workPoisonQueue
       names.bulkQueue
       names.bulkPoisonQueue
+      names.callbackQueue
+      names.callbackPoisonQueue
     ]
     tableNames: [names.resultsTable, names.pacingTable]
     containerNames: [names.bulkContainer, names.deploymentContainer]
@@ -230,6 +237,8 @@ module functionApp 'modules/functionapp.bicep' = {
     provisioningQueue: names.provisioningQueue
     workQueue: names.workQueue
     bulkQueue: names.bulkQueue
+    callbackQueue: names.callbackQueue
+    callbackAllowedHosts: callbackAllowedHosts
     resultsTable: names.resultsTable
     pacingTable: names.pacingTable
     bulkContainer: names.bulkContainer

@@ -39,6 +39,7 @@ def app_env(azurite: Azurite, graph: ServedEmulator) -> dict[str, str]:
         "PROVISIONING_QUEUE": f"prov-{suffix}",
         "WORK_QUEUE": f"provwork-{suffix}",
         "BULK_QUEUE": f"provbulk-{suffix}",
+        "CALLBACK_QUEUE": f"provcallbacks-{suffix}",
         "RESULTS_TABLE": f"Results{suffix}",
         "BULK_CONTAINER": f"bulk-{suffix}",
         # Once a year: a test runs the pickup itself, never on a quarter hour by chance.

@@ -1,8 +1,10 @@
-"""Bulk user updates: CSV files in the bulk container become jobs on the provisioning queue.
+"""Bulk user updates: CSV files in the bulk container become jobs on the bulk queue.
 
 One pickup run: list new files -> lease one -> download it to a temporary file, hashing as it
-streams -> count its rows -> record and enqueue them in parts -> wait a while for the job ->
+streams -> count its rows -> compare them with Graph and record and enqueue what changed, chunk
+by chunk (or, with change detection off, every row in parts) -> wait a while for the job ->
 move the file to `processed/` with a summary next to it (or to `failed/` with the reason).
+Files under `preview/` are compared and described, never applied (batching.bulk.preview).
 
 Every step may be repeated. The job id is the content hash, so the same content is applied once
 whatever the file is called; a restart resumes at the first part not yet on the queue; the
@@ -23,10 +25,21 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobClient, BlobLeaseClient, ContainerClient
 
-from batching.bulk.reader import RowOperations, RowRejection, UnreadableFile, bulk_job_id, content_hash, read_rows
+from batching.bulk.changes import NO_CHANGE
+from batching.bulk.comparison import FileSurvey, compare, read_plan, survey
+from batching.bulk.current import ReadFailed, UserDirectory
+from batching.bulk.preview import write_preview
+from batching.bulk.reader import (
+    RowOperations,
+    RowRejection,
+    UnreadableFile,
+    bulk_job_id,
+    content_hash,
+    read_rows,
+)
 from batching.models import Operation, WorkItem
 from batching.records import JobSummary, OperationOutcome, OperationStatus, utcnow
 from batching.store import ResultStore
@@ -36,6 +49,9 @@ log = logging.getLogger(__name__)
 
 PROCESSED: Final = "processed/"
 FAILED: Final = "failed/"
+PREVIEW: Final = "preview/"
+PREVIEW_SUFFIX: Final = ".preview"
+SOURCE_ETAG: Final = "sourceetag"  # metadata of a preview's JSON: the version it describes
 SUMMARY_SUFFIX: Final = ".summary.json"
 # A multiple of 20: each part fills whole $batch calls, wherever its messages are run.
 PART_OPERATIONS: Final = 60
@@ -79,31 +95,77 @@ def count_rows(open_file: Opener) -> int:
 
 
 class BulkImporter:
-    """A CSV file as one job: rows recorded and enqueued part by part, resumable."""
+    """A CSV file as one job: rows recorded and enqueued part by part, resumable.
 
-    def __init__(self, store: ResultStore, queue: WorkQueue) -> None:
+    With a `directory`, rows are compared with what Graph holds first (batching.bulk.changes):
+    only differing properties are written, and unchanged operations end `Succeeded` with the
+    note "no change" without being sent. Without one, every row is written."""
+
+    def __init__(self, store: ResultStore, queue: WorkQueue, directory: UserDirectory | None = None) -> None:
         self._store = store
         self._queue = queue
+        self.directory = directory
 
     async def enqueue(self, open_file: Opener, *, name: str, sha256: str) -> JobSummary:
         """The file's job, recorded and on the queue (already there when this content was seen).
 
-        Raises UnreadableFile before anything is recorded when the file cannot be applied.
+        Raises UnreadableFile before anything is recorded when the file cannot be applied, and
+        ReadFailed when Graph's current values could not be read (the next run resumes).
         """
         job_id = bulk_job_id(sha256)
         existing = await self._store.get_summary(job_id)
         if existing is not None and existing.enqueued and existing.total > 0:
             return existing
-        total = await asyncio.to_thread(count_rows, open_file)
+        file = await asyncio.to_thread(survey, open_file) if self.directory is not None else None
+        total = file.results if file is not None else await asyncio.to_thread(count_rows, open_file)
         summary = existing or JobSummary(job_id, total, sha256, name[:256], source="bulk")
         resuming = existing is not None or not await self._store.create_job(summary, [])
         if resuming:
             summary = await self._store.get_summary(job_id) or summary
-        await self._enqueue_parts(open_file, summary, resuming=resuming)
+        if file is not None and self.directory is not None:
+            await self._enqueue_changes(open_file, summary, file, self.directory, resuming=resuming)
+        else:
+            await self._enqueue_parts(open_file, summary, resuming=resuming)
         await self._store.mark_enqueued(job_id)
         summary.enqueued = True
         log.info("bulk file %s: job %s with %d results enqueued", name, job_id, total)
         return summary
+
+    async def _enqueue_changes(
+        self,
+        open_file: Opener,
+        summary: JobSummary,
+        file: FileSurvey,
+        directory: UserDirectory,
+        *,
+        resuming: bool,
+    ) -> None:
+        """Compare chunk by chunk; record each chunk's results and enqueue its writes at once,
+        so writes start while later chunks are still being read. A resumed run compares again
+        and skips every operation that already has a final result."""
+        job_id, correlation_id = summary.job_id, summary.correlation_id
+        done = (
+            {op for op, status in (await self._store.statuses(job_id)).items() if status.is_final}
+            if resuming
+            else set()
+        )
+        plan = await read_plan(directory, file)
+        log.info("bulk job %s: reading current values by %s", job_id, plan.describe())
+        async for compared in compare(open_file, directory, plan):
+            rows = [_rejected(rejection) for rejection in compared.rejections if rejection.op_id not in done]
+            items: list[WorkItem] = []
+            for row_plan in compared.plans:
+                line = row_plan.row.line
+                for op in row_plan.unchanged:
+                    if op.id not in done:
+                        rows.append(_outcome(op, OperationStatus.SUCCEEDED, line, note=NO_CHANGE))
+                for op in row_plan.send:
+                    if op.id not in done:
+                        rows.append(_outcome(op, OperationStatus.PENDING, line))
+                        items.append(WorkItem(operation=op, seq=line))
+            await self._store.record(job_id, correlation_id, rows)
+            for message in pack_work(job_id, correlation_id, items, priority="low"):
+                await self._queue.send(message)
 
     async def _enqueue_parts(self, open_file: Opener, summary: JobSummary, *, resuming: bool) -> None:
         job_id, correlation_id = summary.job_id, summary.correlation_id
@@ -126,18 +188,7 @@ class BulkImporter:
                     # row that already has a result back to Pending.
                     recorded = await self._store.statuses(job_id, [row.op_id for row in pending])
                     pending = [row for row in pending if row.op_id not in recorded]
-                rejected = [
-                    OperationOutcome(
-                        op_id=rejection.op_id,
-                        status=OperationStatus.REJECTED,
-                        method="",
-                        url="",
-                        error_code="invalidRow",
-                        error_message=str(rejection),
-                        seq=rejection.line,
-                    )
-                    for rejection in part.rejections
-                ]
+                rejected = [_rejected(rejection) for rejection in part.rejections]
                 await self._store.record(job_id, correlation_id, [*pending, *rejected])
                 items = [WorkItem(operation=op) for _, op in part.operations]
                 for message in pack_work(job_id, correlation_id, items, priority="low"):
@@ -186,11 +237,19 @@ class BulkPickup:
     """Picks up new CSV files in the bulk container; one `run_once` per timer tick."""
 
     def __init__(
-        self, container: ContainerClient, store: ResultStore, queue: WorkQueue, *, wait_seconds: float
+        self,
+        container: ContainerClient,
+        store: ResultStore,
+        queue: WorkQueue,
+        *,
+        wait_seconds: float,
+        directory: UserDirectory | None = None,
+        change_detection: bool = True,
     ) -> None:
         self._container = container
         self._store = store
-        self.importer = BulkImporter(store, queue)
+        self.directory = directory  # reads current values (change detection and previews)
+        self.importer = BulkImporter(store, queue, directory if change_detection else None)
         self._container_ready = False
         self.wait_seconds = wait_seconds
 
@@ -223,11 +282,16 @@ class BulkPickup:
                     log.warning("bulk file %s: %s; left for the next run", name, error)
                     reports.append(FileReport(name, "retry", reason=f"storage error: {type(error).__name__}"))
                     continue
+                except ReadFailed as error:
+                    log.warning("bulk file %s: %s; left for the next run", name, error)
+                    reports.append(FileReport(name, "retry", reason=f"reading current values: {error}"))
+                    continue
                 if summary is not None:
                     taken.append(_Taken(blob, lease, summary))
                 elif report is not None:
                     reports.append(report)
             reports.extend(await self._finish(taken))
+        reports.extend([report async for report in self._previews()])
         for report in reports:
             log.info("bulk file %s: %s %s", report.file, report.outcome, report.status or report.reason or "")
         return reports
@@ -235,12 +299,74 @@ class BulkPickup:
     async def _new_files(self) -> AsyncIterator[str]:
         async for blob in self._container.list_blobs():
             name: str = blob.name
-            if name.startswith((PROCESSED, FAILED)):
+            if name.startswith((PROCESSED, FAILED, PREVIEW)):
                 continue
             if not name.lower().endswith(".csv"):
                 log.info("bulk container: %s is not a .csv file; left alone", name)
                 continue
             yield name
+
+    async def _previews(self) -> AsyncIterator[FileReport]:
+        """Each CSV under `preview/` not previewed in its current version: compared with
+        Graph, nothing written; `<name>.preview.csv` and `.json` are written beside it."""
+        async for blob in self._container.list_blobs(name_starts_with=PREVIEW, include=["metadata"]):
+            name: str = blob.name
+            if not name.lower().endswith(".csv") or name.lower().endswith(PREVIEW_SUFFIX + ".csv"):
+                continue
+            stem = name[: -len(".csv")]
+            done = self._container.get_blob_client(stem + PREVIEW_SUFFIX + ".json")
+            with contextlib.suppress(ResourceNotFoundError):
+                if (await done.get_blob_properties()).metadata.get(SOURCE_ETAG) == _etag(blob.etag):
+                    continue  # this version was previewed already
+            source = self._container.get_blob_client(name)
+            async with _leased(source) as lease:
+                if lease is None:
+                    continue  # another run is previewing it
+                try:
+                    yield await self._preview(source, stem, _etag(blob.etag))
+                except (AzureError, ReadFailed) as error:
+                    log.warning("bulk preview %s: %s; left for the next run", name, error)
+                    yield FileReport(name, "retry", reason=str(error))
+
+    async def _preview(self, blob: BlobClient, stem: str, etag: str) -> FileReport:
+        name = blob.blob_name
+        if self.directory is None:
+            raise ReadFailed("previews need Graph access, and this pickup has none")
+        with (
+            tempfile.TemporaryFile() as local,
+            tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as csv_out,
+            tempfile.TemporaryFile("w+", encoding="utf-8") as json_out,
+        ):
+            sha256 = await download_to(blob, local)
+            try:
+                result = await write_preview(
+                    rewinding(local),
+                    self.directory,
+                    name=name,
+                    sha256=sha256,
+                    csv_out=csv_out,
+                    json_out=json_out,
+                )
+            except UnreadableFile as error:
+                report = FileReport(name, "failed", sha256=sha256, status="Unreadable", reason=str(error))
+                json_out.write(json.dumps(report.to_json(), indent=2))
+            else:
+                report = FileReport(
+                    name, "preview", sha256=sha256, status="Preview", counts=result.counts.to_json()
+                )
+                csv_out.seek(0)
+                await self._container.upload_blob(
+                    stem + PREVIEW_SUFFIX + ".csv", csv_out.read().encode("utf-8"), overwrite=True
+                )
+            json_out.seek(0)
+            # The JSON last, marked with the version it describes: its presence ends the preview.
+            await self._container.upload_blob(
+                stem + PREVIEW_SUFFIX + ".json",
+                json_out.read().encode("utf-8"),
+                overwrite=True,
+                metadata={SOURCE_ETAG: etag},
+            )
+        return report
 
     async def _take(
         self, blob: BlobClient, lease: BlobLeaseClient
@@ -297,7 +423,7 @@ class BulkPickup:
                     summary.job_id,
                     summary.body_hash,
                     summary.status.value,
-                    summary.counts_json(),
+                    await result_counts(self._store, summary),
                 )
                 await self._move(item.blob, item.lease, PROCESSED, report)
                 reports.append(report)
@@ -392,6 +518,36 @@ async def _leased(blob: BlobClient) -> AsyncIterator[BlobLeaseClient | None]:
             await renewing
         with contextlib.suppress(HttpResponseError):
             await lease.release()  # fails harmlessly once the blob was moved
+
+
+def _outcome(
+    op: Operation, status: OperationStatus, line: int, *, note: str | None = None
+) -> OperationOutcome:
+    return OperationOutcome(op_id=op.id, status=status, method=op.method, url=op.url, note=note, seq=line)
+
+
+def _rejected(rejection: RowRejection) -> OperationOutcome:
+    return OperationOutcome(
+        op_id=rejection.op_id,
+        status=OperationStatus.REJECTED,
+        method="",
+        url="",
+        error_code="invalidRow",
+        error_message=str(rejection),
+        seq=rejection.line,
+    )
+
+
+async def result_counts(store: ResultStore, summary: JobSummary) -> dict[str, int]:
+    """A bulk job's counts per status, and its succeeded split into changed and unchanged
+    (written, or found as the file has them: note "no change")."""
+    counts = summary.counts_json()
+    unchanged = await store.count_noted(summary.job_id, NO_CHANGE)
+    return {**counts, "changed": counts.get("succeeded", 0) - unchanged, "unchanged": unchanged}
+
+
+def _etag(value: str | None) -> str:
+    return (value or "").strip('"')
 
 
 def open_local(path: str) -> Opener:

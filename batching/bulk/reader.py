@@ -12,8 +12,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import IO, Final
 from urllib.parse import quote
 
@@ -58,9 +58,18 @@ class UnreadableFile(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RowOperations:
+    """A row's operations, and what it asks for (compared with Graph before anything is sent)."""
+
     line: int
     user: str
     operations: tuple[Operation, ...]
+    key_column: str = "userPrincipalName"  # or "id": what `user` is
+    properties: Mapping[str, JsonValue] = field(default_factory=dict)  # None: clear it
+    manager: str | None = None  # a UPN or id, `#clear`, or None when the cell is empty
+
+    @property
+    def clears_manager(self) -> bool:
+        return self.manager is not None and self.manager.lower() == CLEAR_MARKER
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,23 +167,32 @@ def _row(
             manager = value
         elif name in BOOLEAN_PROPERTIES:
             if value.lower() not in _TRUE | _FALSE:
-                return RowRejection(line, name, f"{value!r} is not a boolean (true/false, yes/no, 1/0)")
+                return RowRejection(line, name, "is not a boolean (true/false, yes/no, 1/0)")
             body[name] = value.lower() in _TRUE
         elif name in TEXT_PROPERTIES:
             body[name] = None if cleared else value
         else:
             return RowRejection(line, name, "is not a user property this import can set")
     seen[user.lower()] = line
+    if not body and manager is None:
+        return RowRejection(line, "*", "nothing to change: every property cell is empty")
+    return row_operations(line, user, "id" if values.get("id") else "userPrincipalName", body, manager)
+
+
+def row_operations(
+    line: int, user: str, key_column: str, properties: dict[str, JsonValue], manager: str | None
+) -> RowOperations:
+    """A row's operations: `PATCH` with its properties, and the manager's `$ref` when named."""
     target = f"/users/{quote(user, safe='@')}"
     operations = []
-    if body:
+    if properties:
         operations.append(
             Operation(
                 id=f"line-{line}",
                 method="PATCH",
                 url=target,
                 headers={"Content-Type": "application/json"},
-                body=body,
+                body=properties,
             )
         )
     if manager is not None:
@@ -189,6 +207,4 @@ def _row(
                 body=ref,
             )
         )
-    if not operations:
-        return RowRejection(line, "*", "nothing to change: every property cell is empty")
-    return RowOperations(line, user, tuple(operations))
+    return RowOperations(line, user, tuple(operations), key_column, properties, manager)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import IntEnum
 from typing import Final
+from urllib.parse import unquote
 
 THROTTLED: Final = 429
 NO_ANSWER: Final = 0  # the call got no HTTP answer (timeout, connection reset)
@@ -135,7 +136,7 @@ def request_cost(method: str, url: str) -> RequestCost:
     segments = [segment for segment in path.split("/") if segment]
     is_list = len(segments) % 2 == 1 and not path.endswith("/$ref")
     units = 2 if is_list else 1
-    lowered = query.lower()
+    lowered = unquote(query).lower()  # Graph's nextLinks write `%24select`
     if "$select=" in lowered:
         units -= 1
     if "$expand=" in lowered:

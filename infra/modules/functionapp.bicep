@@ -16,6 +16,8 @@ param zoneRedundant bool
 param provisioningQueue string
 param workQueue string
 param bulkQueue string
+param callbackQueue string
+param callbackAllowedHosts string
 param resultsTable string
 param pacingTable string
 param bulkContainer string
@@ -106,6 +108,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'MAX_DEQUEUE_COUNT', value: '5' }
         { name: 'STATUS_RETRY_AFTER_SECONDS', value: '5' }
         { name: 'STATUS_RETRY_AFTER_MAX_SECONDS', value: '60' }
+        // Finished jobs' results POSTed to the caller's callbackUrl: their queue, and where they may go.
+        { name: 'CALLBACK_QUEUE', value: callbackQueue }
+        { name: 'CALLBACK_ALLOWED_HOSTS', value: callbackAllowedHosts }
         { name: 'BATCH_LINGER_SECONDS', value: '0.1' }
         { name: 'QUEUE_EXTRA_MESSAGES', value: '64' }
         { name: 'QUEUE_EXTRA_LEASE_SECONDS', value: '300' }
@@ -121,11 +126,15 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BULK_CONTAINER', value: bulkContainer }
         { name: 'BULK_SCHEDULE', value: bulkSchedule }
         { name: 'BULK_WAIT_SECONDS', value: '240' }
+        { name: 'BULK_CHANGE_DETECTION', value: 'true' }
         // Set only with Entra ID sign-in: without it, nothing vouches for the caller's identity.
         { name: 'ALLOWED_CALLER_IDS', value: empty(entraAuthProblem) ? allowedCallerIds : fail(entraAuthProblem) }
         // Telemetry by identity: the component has local auth disabled.
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD;ClientId=${identityClientId}' }
+        // The app's own spans and metrics (batching.telemetry) go to the same component, signed
+        // in with the identity the authentication string names.
+        { name: 'TELEMETRY_EXPORTER', value: 'azure' }
       ]
     }
     functionAppConfig: {

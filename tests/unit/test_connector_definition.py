@@ -526,3 +526,39 @@ def test_the_function_key_goes_with_every_call_from_a_connection_parameter() -> 
         for value in instance["parameters"].values():
             for name in re.findall(r"@connectionParameters\('([^']+)'", str(value)):
                 assert name in parameters, name
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+def test_the_webhook_action_takes_the_flows_notification_url_and_declares_the_callback_body() -> None:
+    """Power Automate fills the property marked x-ms-notification-url with the URL the flow
+    waits on, and shows the path's x-ms-notification-content as the action's outputs."""
+    item = DEFINITION["paths"]["/webhooks/jobs"]
+    operation = item["post"]
+    assert "x-ms-trigger" not in operation  # an action that waits, not a trigger
+    [body] = [p for p in operation["parameters"] if p["in"] == "body"]
+    schema = resolve(DEFINITION, body["schema"])
+    marked = [
+        name for name, prop in schema["properties"].items() if prop.get("x-ms-notification-url") is True
+    ]
+    assert marked == ["callbackUrl"]
+    assert schema["properties"]["callbackUrl"]["x-ms-visibility"] == "internal"
+    assert "callbackUrl" in schema["required"]
+    # Everything else a job takes, the webhook action takes too.
+    job = DEFINITION["definitions"]["JobSubmission"]["properties"]
+    assert set(schema["properties"]) - {"callbackUrl"} == set(job) - {"callbackUrl"}
+    # The callback POSTs the same results document the status route answers with 200.
+    assert item["x-ms-notification-content"]["schema"] == {"$ref": "#/definitions/JobResult"}
+    assert item["x-ms-notification-content"]["description"]
+
+
+def test_subscribing_answers_201_with_the_unsubscribe_location_and_unsubscribing_is_internal() -> None:
+    responses = DEFINITION["paths"]["/webhooks/jobs"]["post"]["responses"]
+    assert set(responses) == {"201", "400", "401", "403", "409", "413"}
+    assert responses["201"]["headers"]["Location"]["format"] == "uri"
+    assert responses["201"]["schema"] == {"$ref": "#/definitions/JobProgress"}
+    unsubscribe = DEFINITION["paths"]["/webhooks/jobs/{jobId}"]["delete"]
+    assert unsubscribe["x-ms-visibility"] == "internal"  # Power Automate calls it, makers do not
+    assert set(unsubscribe["responses"]) == {"204", "400", "401", "403", "404"}
+    assert "schema" not in unsubscribe["responses"]["204"]
