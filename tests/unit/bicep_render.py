@@ -222,7 +222,8 @@ class _FileEvaluator:
         resource = self.ast["resources"][symbol]
         config = resource["config"]
         body = config.get("config", config) if ("loop_type" in config or "condition" in config) else config
-        name = _text(self.value(body.get("name", symbol), {}))
+        # An existing resource found by another key (Graph's `appId`) has no name to evaluate.
+        name = symbol if body.get("name") is None else _text(self.value(body["name"], {}))
         if body.get("parent"):
             parent = self.value(body["parent"], {})
             assert isinstance(parent, ResourceRef)
@@ -316,18 +317,8 @@ class _FileEvaluator:
         if kind in {"subscription", "tenant", "resource_group", "environment", "deployment", "deployer"}:
             return Opaque(f"{kind}()")
         args = [self.value(arg, local) for arg in raw]
-        if kind in {
-            "empty",
-            "length",
-            "split",
-            "trim",
-            "to_lower",
-            "to_upper",
-            "join",
-            "contains",
-            "items",
-        } and any(isinstance(arg, Opaque) for arg in args):
-            raise UnknownValue(f"{self.file}: {kind} of {args}")
+        if kind in _NEEDS_KNOWN_ARGUMENTS and any(isinstance(arg, Opaque) for arg in args):
+            return Opaque(f"{kind}(...)")  # a condition on it raises UnknownValue
         if kind not in _FUNCTIONS:
             raise NotImplementedError(f"{self.file}: function {kind}")
         return _FUNCTIONS[kind](*args)
@@ -415,6 +406,23 @@ def _unique_string(*args: Any) -> str:
     return hashlib.sha256("|".join(map(_text, args)).encode()).hexdigest()[:13]
 
 
+# Functions whose result depends on what their arguments hold, not only on their text.
+_NEEDS_KNOWN_ARGUMENTS = frozenset(
+    {
+        "empty",
+        "length",
+        "split",
+        "trim",
+        "to_lower",
+        "to_upper",
+        "join",
+        "contains",
+        "items",
+        "filter",
+        "map",
+        "union",
+    }
+)
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "empty": lambda value: value in ("", None) or (isinstance(value, list | dict) and not value),
     "length": len,
