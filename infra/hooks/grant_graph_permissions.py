@@ -211,7 +211,12 @@ class GraphPermissionGrants:
                 response = None
                 problem = f"Microsoft Graph could not be reached ({type(error).__name__})"
             else:
-                if response.status_code in (401, 403):
+                if response.status_code == 401:
+                    raise GrantFailed(
+                        f"Microsoft Graph did not accept your sign-in ({_graph_error(response)}): sign in "
+                        f"again with `azd auth login` (or `az login`). {MANUAL_ROUTE}"
+                    )
+                if response.status_code == 403:
                     raise GrantFailed(
                         "you may not grant Microsoft Graph application permissions "
                         f"({_graph_error(response)}): it takes the Privileged Role Administrator "

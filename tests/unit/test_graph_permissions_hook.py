@@ -202,6 +202,15 @@ def test_a_deployer_who_may_not_grant_gets_the_manual_route_without_a_traceback(
     assert "fake-token" not in captured.err + captured.out
 
 
+def test_a_token_graph_does_not_accept_asks_for_a_new_sign_in(capsys: pytest.CaptureFixture[str]) -> None:
+    graph = FakeGraph()
+    graph.identity_answers = [_error(401, "InvalidAuthenticationToken", "Access token has expired.")]
+    code, waits = _run(graph)
+    assert code == EXIT_NOT_GRANTED
+    assert waits == []
+    assert "azd auth login" in capsys.readouterr().err
+
+
 def test_a_grant_that_raced_in_counts_as_held(capsys: pytest.CaptureFixture[str]) -> None:
     graph = FakeGraph(held=set(NEEDED[1:]))
     graph.grant_answers = [
