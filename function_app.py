@@ -90,7 +90,10 @@ def api_definition(req: func.HttpRequest) -> func.HttpResponse:
 async def process_queue_message(msg: func.QueueMessage) -> None:
     service = await _service()
     await service.handle_queue_message(
-        msg.get_body().decode("utf-8", errors="replace"), msg.id or "", msg.dequeue_count or 1
+        msg.get_body().decode("utf-8", errors="replace"),
+        msg.id or "",
+        msg.dequeue_count or 1,
+        inserted_on=msg.insertion_time,
     )
 
 
@@ -98,7 +101,11 @@ async def process_queue_message(msg: func.QueueMessage) -> None:
 async def process_work_message(msg: func.QueueMessage) -> None:
     service = await _service()
     await service.handle_queue_message(
-        msg.get_body().decode("utf-8", errors="replace"), msg.id or "", msg.dequeue_count or 1, source="work"
+        msg.get_body().decode("utf-8", errors="replace"),
+        msg.id or "",
+        msg.dequeue_count or 1,
+        source="work",
+        inserted_on=msg.insertion_time,
     )
 
 
@@ -106,7 +113,11 @@ async def process_work_message(msg: func.QueueMessage) -> None:
 async def process_bulk_message(msg: func.QueueMessage) -> None:
     service = await _service()
     await service.handle_queue_message(
-        msg.get_body().decode("utf-8", errors="replace"), msg.id or "", msg.dequeue_count or 1, source="bulk"
+        msg.get_body().decode("utf-8", errors="replace"),
+        msg.id or "",
+        msg.dequeue_count or 1,
+        source="bulk",
+        inserted_on=msg.insertion_time,
     )
 
 

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from dataclasses import dataclass
 from typing import Final
 
+from batching import telemetry
 from batching.graph.client import BatchRequestItem, BatchResponse, GraphBatchClient, ItemResponse
 from batching.graph.throttling import (
     WRITE_METHODS,
@@ -50,6 +51,7 @@ class _Waiting:
     answer: asyncio.Future[ItemResponse]
     since: float
     claim: ClaimHook | None = None
+    trace: telemetry.JobTrace | None = None  # whose trace its batch's spans go to
 
 
 class BatchCoalescer:
@@ -99,15 +101,17 @@ class BatchCoalescer:
         priority: Priority | Mapping[str, Priority] = Priority.NORMAL,
         caller_preparing: bool = False,
         claim: ClaimHook | None = None,
+        traces: Mapping[str, telemetry.JobTrace] | None = None,
     ) -> dict[str, ItemResponse]:
         """Answers for `items` by key, once the batches holding them have been sent.
         `priority`: one for all items, or one per item key.
         `caller_preparing`: the caller holds `preparing()`; it stops counting while it waits.
-        `claim`: asked per batch, just before it is sent, which of these items may go."""
+        `claim`: asked per batch, just before it is sent, which of these items may go.
+        `traces`: per item key, the job trace its batch's spans belong to (batching.telemetry)."""
         if not caller_preparing:
-            return await self._send(items, priority, claim)
+            return await self._send(items, priority, claim, traces)
         async with self.waiting():
-            return await self._send(items, priority, claim)
+            return await self._send(items, priority, claim, traces)
 
     async def send_now(
         self, items: Sequence[BatchRequestItem], *, priority: Priority = Priority.NORMAL
@@ -138,6 +142,7 @@ class BatchCoalescer:
         items: Sequence[BatchRequestItem],
         priority: Priority | Mapping[str, Priority],
         claim: ClaimHook | None = None,
+        traces: Mapping[str, telemetry.JobTrace] | None = None,
     ) -> dict[str, ItemResponse]:
         if not items:
             return {}
@@ -149,6 +154,7 @@ class BatchCoalescer:
                 loop.create_future(),
                 loop.time(),
                 claim,
+                traces.get(item.key) if traces else None,
             )
             for item in items
         ]
@@ -188,9 +194,7 @@ class BatchCoalescer:
         # Claimed while this batch waits its own turn at the pacer (never while it waits behind
         # other batches), so the claim's round trip is hidden in the wait Graph's pace imposes.
         try:
-            claimed, _ = await asyncio.gather(
-                _claimed(batch), self._pacer.acquire(_cost(batch)) if self._pacer else asyncio.sleep(0)
-            )
+            claimed, paced = await asyncio.gather(_claimed(batch), self._paced(batch))
         except BaseException as error:
             _fail(batch, error)
             raise
@@ -198,20 +202,40 @@ class BatchCoalescer:
         if not batch:
             return
         await self._limit.acquire()  # at most N calls in flight; the next batch waits its turn
-        task = asyncio.create_task(self._send_batch(batch))
+        task = asyncio.create_task(self._send_batch(batch, paced))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _send_batch(self, batch: list[_Waiting]) -> None:
+    async def _paced(self, batch: list[_Waiting]) -> tuple[int, int]:
+        """Wait for the pacer to let `batch` go; when the wait began and ended (for telemetry)."""
+        began = telemetry.now()
+        if self._pacer is not None:
+            await self._pacer.acquire(_cost(batch))
+        else:
+            await asyncio.sleep(0)
+        return began, telemetry.now()
+
+    async def _send_batch(self, batch: list[_Waiting], paced: tuple[int, int]) -> None:
         try:
             priority = min(w.priority for w in batch)
+            sent = telemetry.now()
             response = await self._client.send([w.item for w in batch], priority=priority)
+            answered = telemetry.now()
             self.batches_sent += 1
             if self._pacer is not None:
                 self._pacer.observe(_feedback(batch, response))
-            for waiting in batch:
+            answers = [item_answer(response, waiting.item.key) for waiting in batch]
+            for waiting, answer in zip(batch, answers, strict=True):
                 if not waiting.answer.done():
-                    waiting.answer.set_result(item_answer(response, waiting.item.key))
+                    waiting.answer.set_result(answer)
+            if telemetry.enabled():
+                telemetry.batch_answered(
+                    response,
+                    [(waiting.trace, answer) for waiting, answer in zip(batch, answers, strict=True)],
+                    timing=telemetry.BatchTiming(*paced, sent, answered),
+                    priority=priority,
+                    cost=_cost(batch),
+                )
         except BaseException as error:  # an unexpected failure reaches every caller, never hangs them
             _fail(batch, error)
             if not isinstance(error, Exception):

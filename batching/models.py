@@ -16,7 +16,10 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -338,6 +341,43 @@ class WorkItem(BaseModel):
         return value
 
 
+_TRACEPARENT: Final = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+MAX_QUEUE_DELAY_SECONDS: Final = 7 * 24 * 3600.0  # the queue service's longest visibility delay
+
+
+def _check_traceparent(value: str | None) -> str | None:
+    if value is not None and not _TRACEPARENT.fullmatch(value):
+        raise ValueError("must be a W3C traceparent (version 00)")
+    return value
+
+
+def _check_visible_at(value: float | None) -> float | None:
+    if value is not None and value > time.time() + MAX_QUEUE_DELAY_SECONDS + MAX_CLOCK_SKEW_SECONDS:
+        raise ValueError("cannot be further ahead than the queue's longest delay")
+    return value
+
+
+class MessageTrace(BaseModel):
+    """Where a work message sits in its job's trace (its W3C `traceparent`), and when it was due
+    on the queue (`visibleAt`, Unix time), so the next delivery continues the job's trace and
+    its queue age leaves out a retry's deliberate delay (batching.telemetry)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=to_camel, extra="forbid")
+
+    traceparent: Annotated[str | None, Field(max_length=55), AfterValidator(_check_traceparent)] = None
+    visible_at: Annotated[
+        float | None, Field(ge=0, le=MAX_UNIX_TIME, allow_inf_nan=False), AfterValidator(_check_visible_at)
+    ] = None
+
+
+def _telemetry_only(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Telemetry never fails the work: a trace that is not valid is dropped, never trusted."""
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
 class WorkMessage(BaseModel):
     """What the app itself puts on the queue: a recorded job's work, or a retry of part of it."""
 
@@ -350,3 +390,4 @@ class WorkMessage(BaseModel):
     # Who is answerable for these operations: claims before sending name it (see ResultStore.claim).
     ticket: Annotated[str, Field(pattern=r"^(q-)?[0-9A-Za-z-]{1,64}$")]
     items: Annotated[tuple[WorkItem, ...], Field(min_length=1, max_length=MAX_ITEMS_PER_MESSAGE)]
+    trace: Annotated[MessageTrace | None, WrapValidator(_telemetry_only)] = None

@@ -16,6 +16,7 @@ from typing import Final
 
 from pydantic import JsonValue
 
+from batching import telemetry
 from batching.allowlist import GRAPH_HOSTS, sendable_problems
 from batching.claims import OUTCOME_UNKNOWN, Claim, RowState, judge
 from batching.classify import Verdict, classify
@@ -32,7 +33,7 @@ from batching.graph.async_operations import (
 from batching.graph.client import BatchRequestItem, ItemResponse
 from batching.graph.throttling import Priority
 from batching.idempotency import existing_lookup, found_object, repeatable, safe_to_resend
-from batching.models import MAX_OPERATIONS_PER_SUBMISSION, Operation, WorkItem, WorkPriority
+from batching.models import MAX_OPERATIONS_PER_SUBMISSION, MessageTrace, Operation, WorkItem, WorkPriority
 from batching.planner import MAX_BATCH_SIZE, Key, PlannedItem, WavePlanner
 from batching.records import OperationOutcome, OperationStatus, utcnow
 from batching.references import UnresolvedReference, has_references, resolve
@@ -52,6 +53,7 @@ class WorkUnit:
     items: Sequence[WorkItem]
     priority: WorkPriority = "normal"
     ticket: str = field(default_factory=lambda: uuid.uuid4().hex)  # see batching.claims
+    trace: MessageTrace | None = None  # where its job's trace goes on (batching.telemetry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,7 @@ class Processor:
     async def run(self, units: Sequence[WorkUnit]) -> None:
         """Run every operation in `units` to a final row, or back onto the queue for later."""
         async with self._coalescer.preparing():  # partial batches wait for this run's work
+            with telemetry.job_runs(units):
                 await self._run(units)
 
     async def _run(self, units: Sequence[WorkUnit]) -> None:
@@ -246,6 +249,7 @@ class Processor:
             [BatchRequestItem(k, op.method, op.url, op.headers, op.body) for k, (_, op) in part.items()],
             priority={k: Priority.named(priority[p.job_id]) for k, (p, _) in part.items()},
             claim=claim,
+            traces=telemetry.traces_for((k, p.job_id) for k, (p, _) in part.items()),
         )
         lookups: dict[str, tuple[PlannedItem, ItemResponse]] = {}
         for key, (planned_item, operation) in part.items():
@@ -431,6 +435,7 @@ class Processor:
             priority={
                 key: Priority.named(priority[planned.job_id]) for key, (planned, _) in conflicts.items()
             },
+            traces=telemetry.traces_for((key, planned.job_id) for key, (planned, _) in conflicts.items()),
         )
         for key, (planned, conflict) in conflicts.items():
             answer = found[key]
@@ -733,11 +738,13 @@ class Processor:
                 kept = [outcome for outcome in result.outcomes[job_id] if outcome.op_id not in ids]
                 result.outcomes[job_id] = [*kept, *_unqueueable(items, str(error))]
                 continue
-            for message in messages:
-                await self._queues.for_priority(priority[job_id]).send(
-                    message, delay_seconds=result.retry_delay[job_id]
-                )
-                handed[job_id].update({item.operation.id: message.ticket for item in message.items})
+            delay = result.retry_delay[job_id]
+            with telemetry.step("job.requeue", job_id=job_id, operationCount=len(items), delaySeconds=delay):
+                for message in messages:
+                    await self._queues.for_priority(priority[job_id]).send(
+                        message, delay_seconds=result.retry_delay[job_id]
+                    )
+                    handed[job_id].update({item.operation.id: message.ticket for item in message.items})
             log.info(
                 "job %s: %d operations re-enqueued, delay %.1f s",
                 job_id,
@@ -746,10 +753,13 @@ class Processor:
             )
         for (job_id, ticket), items in result.deferred.items():
             delay = result.defer_delay[(job_id, ticket)]
-            for message in pack_work(
-                job_id, correlation[job_id], items, priority=priority[job_id], ticket=ticket
+            with telemetry.step(
+                "job.requeue", job_id=job_id, operationCount=len(items), delaySeconds=delay, reason="claimed"
             ):
-                await self._queues.for_priority(priority[job_id]).send(message, delay_seconds=delay)
+                for message in pack_work(
+                    job_id, correlation[job_id], items, priority=priority[job_id], ticket=ticket
+                ):
+                    await self._queues.for_priority(priority[job_id]).send(message, delay_seconds=delay)
             log.info(
                 "job %s: %d operations claimed by an earlier delivery; looking again in %.0f s",
                 job_id,
@@ -759,8 +769,8 @@ class Processor:
         await asyncio.gather(
             *(self._store.hand_over(job_id, tickets) for job_id, tickets in handed.items()),
             *(
-                self._store.record(job_id, correlation[job_id], outcomes)
-                for job_id, outcomes in result.outcomes.items()
+                telemetry.recorded(job_id, rows, self._store.record(job_id, correlation[job_id], rows))
+                for job_id, rows in result.outcomes.items()
             ),
         )
 

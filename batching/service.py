@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 import httpx
 
+from batching import telemetry
 from batching.allowlist import object_url_hosts
 from batching.claims import job_ticket
 from batching.coalescer import BatchCoalescer
@@ -69,6 +72,16 @@ class Conflict:
 class JobView:
     summary: JobSummary
     operations: list[OperationRecord]
+
+
+def _submitted(result: Accepted | Invalid | Conflict) -> Mapping[str, str | int | None]:
+    """What the `job.submit` span says about the door's answer (never what the caller sent)."""
+    if isinstance(result, Accepted):
+        outcome = "accepted" if result.created else "existing"
+        return {"jobId": result.summary.job_id, "operationCount": result.summary.total, "outcome": outcome}
+    if isinstance(result, Conflict):
+        return {"jobId": result.job_id, "outcome": "conflict"}
+    return {"outcome": "invalid", "httpStatus": result.status, "problemCount": len(result.problems)}
 
 
 class ProvisioningService:
@@ -144,9 +157,10 @@ class ProvisioningService:
             local_wait_seconds=settings.throttle_local_wait_seconds,
         )
         pace_store = TablePaceStore(table_client(settings, settings.pacing_table))
+        pacer = Pacer(pace_store, budget(settings), fallback_share=settings.pacing_fallback_share)
         coalescer = BatchCoalescer(
             GraphBatchClient(http),
-            pacer=Pacer(pace_store, budget(settings), fallback_share=settings.pacing_fallback_share),
+            pacer=pacer,
             max_concurrent_batches=settings.graph_max_concurrent_batches,
             linger_seconds=settings.batch_linger_seconds,
         )
@@ -169,6 +183,7 @@ class ProvisioningService:
         service = cls(settings, store, queues, processor, coalescer)
         service._close_graph = (http, credential)
         service._pace_store = pace_store
+        telemetry.watch(pacer=pacer, coalescer=coalescer)
         service._callbacks = _callback_desk(settings, store, service, policy)
         return service
 
@@ -196,6 +211,7 @@ class ProvisioningService:
 
     # --- HTTP door -------------------------------------------------------------------------
 
+    @telemetry.spanned("job.submit", describe=_submitted)
     async def submit(
         self, raw: bytes, *, action: str | None = None, callback_required: bool = False
     ) -> Accepted | Invalid | Conflict:
@@ -240,7 +256,13 @@ class ProvisioningService:
     # --- queue door ------------------------------------------------------------------------
 
     async def handle_queue_message(
-        self, text: str, message_id: str, dequeue_count: int, *, source: QueueSource = "jobs"
+        self,
+        text: str,
+        message_id: str,
+        dequeue_count: int,
+        *,
+        source: QueueSource = "jobs",
+        inserted_on: datetime | None = None,
     ) -> None:
         """Run a message of the provisioning queue (a producer's job) or of one of the app's
         own queues (work messages), and more queued work beside it so batches fill up.
@@ -251,7 +273,7 @@ class ProvisioningService:
         """
         door = self._door(source)
         async with self._coalescer.preparing():
-            own = await self._intake(door, source, text, message_id)
+            own = await self._received(door, source, text, message_id, dequeue_count, inserted_on)
             extras, taken = await self._take_extras(door, source, len(own.items) if own else 0)
         units = [own] if own else []
         units.extend(unit for unit in taken if unit is not None)
@@ -309,7 +331,30 @@ class ProvisioningService:
         if extra.dequeue_count > self.settings.max_dequeue_count:
             await self._give_up(door, source, extra, "it kept failing")
             return None
-        return await self._intake(door, source, extra.text, extra.id)
+        return await self._received(
+            door, source, extra.text, extra.id, extra.dequeue_count, extra.inserted_on
+        )
+
+    async def _received(
+        self,
+        door: WorkQueue,
+        source: QueueSource,
+        text: str,
+        message_id: str,
+        dequeue_count: int,
+        inserted_on: datetime | None,
+    ) -> WorkUnit | None:
+        """`_intake`, as telemetry sees it: a `job.intake` span in the job's trace, and queue age."""
+        started = telemetry.now()
+        unit = await self._intake(door, source, text, message_id)
+        return telemetry.received(
+            unit,
+            source=source,
+            queue=door.name,
+            dequeue_count=dequeue_count,
+            inserted_on=inserted_on,
+            started=started,
+        )
 
     async def _intake(
         self, door: WorkQueue, source: QueueSource, text: str, message_id: str
@@ -331,7 +376,9 @@ class ProvisioningService:
                 problem = Problem("kind", "this queue carries only the app's own work messages")
                 await self._reject(door, Rejection([problem]), text, message_id)
                 return None
-            return WorkUnit(work.job_id, work.correlation_id, work.items, work.priority, work.ticket)
+            return WorkUnit(
+                work.job_id, work.correlation_id, work.items, work.priority, work.ticket, trace=work.trace
+            )
         if work is not None:
             problem = Problem("kind", "work messages are accepted only on the app's internal queue")
             await self._reject(door, Rejection([problem]), text, message_id)
@@ -395,6 +442,7 @@ class ProvisioningService:
             for index, op_id in enumerate(rejection.operation_ids)
         ]
         await self.store.create_job(summary, rows)
+        telemetry.count_outcomes(rows)
         await door.send_poison(text)
         log.warning("queue message %s rejected as job %s: %s", message_id, job_id, reason)
 
@@ -415,6 +463,7 @@ class ProvisioningService:
             if not statuses.get(item.operation.id, OperationStatus.PENDING).is_final
         ]
         await self.store.record(unit.job_id, unit.correlation_id, rows)
+        telemetry.count_outcomes(rows)
         await self.store.refresh_summary(unit.job_id)
 
 
@@ -478,6 +527,7 @@ async def shared_service(settings: Settings) -> ProvisioningService:
     global _shared
     async with _shared_lock:
         if _shared is None:
+            telemetry.configure(settings)
             service = ProvisioningService.create(settings)
             await service.ensure_resources()
             _shared = service

@@ -173,6 +173,12 @@ class Settings(BaseSettings):
         pattern=r"^\s*([0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}\s*(,\s*|$))*$",
     )
 
+    # Where spans and metrics go (batching.telemetry): `azure`, Application Insights as the
+    # platform's APPLICATIONINSIGHTS_* settings name it; `console`, JSON lines on stdout.
+    telemetry_exporter: Literal["azure", "console", "off"] = Field(
+        default="off", validation_alias=AliasChoices("TELEMETRY_EXPORTER")
+    )
+
 
 def setting_names() -> frozenset[str]:
     """Every app-setting name the settings object reads (for docs, samples and Bicep checks)."""

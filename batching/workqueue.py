@@ -23,13 +23,18 @@ from typing import Final
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue.aio import QueueClient
 
-from batching.models import WorkItem, WorkMessage, WorkPriority
+from batching import telemetry
+from batching.models import MessageTrace, WorkItem, WorkMessage, WorkPriority
 
 log = logging.getLogger(__name__)
 
 # 64 KiB of base64 carries 48 KiB of UTF-8 JSON; leave room for the envelope.
 MAX_MESSAGE_JSON_BYTES: Final = 45_000
 MAX_VISIBILITY_DELAY_SECONDS: Final = 7 * 24 * 3600
+# The largest trace a message may carry (batching.telemetry stamps it when it is sent).
+_LARGEST_TRACE: Final = MessageTrace.model_construct(
+    traceparent=f"00-{'f' * 32}-{'f' * 16}-ff", visible_at=4_102_444_799.999
+)
 
 
 class WorkTooLarge(ValueError):
@@ -63,7 +68,12 @@ def pack_work(
         )
 
     empty = WorkMessage.model_construct(
-        job_id=job_id, correlation_id=correlation_id, priority=priority, ticket=uuid.uuid4().hex, items=()
+        job_id=job_id,
+        correlation_id=correlation_id,
+        priority=priority,
+        ticket=uuid.uuid4().hex,
+        items=(),
+        trace=_LARGEST_TRACE,
     )
     envelope = len(empty.model_dump_json(by_alias=True).encode())
     for group in groups:
@@ -121,6 +131,7 @@ class TakenMessage:
     pop_receipt: str
     text: str
     dequeue_count: int
+    inserted_on: datetime | None = None
 
 
 class WorkQueue:
@@ -150,7 +161,7 @@ class WorkQueue:
         while len(taken) < count:
             want = min(32, count - len(taken))
             page = [
-                TakenMessage(m.id, m.pop_receipt or "", m.content, m.dequeue_count or 1)
+                TakenMessage(m.id, m.pop_receipt or "", m.content, m.dequeue_count or 1, m.inserted_on)
                 async for m in self._receiver.receive_messages(
                     messages_per_page=want, max_messages=want, visibility_timeout=lease_seconds
                 )
@@ -173,10 +184,12 @@ class WorkQueue:
             await client.close()
 
     async def send(self, message: WorkMessage, *, delay_seconds: float = 0) -> None:
-        """Enqueue; the message stays invisible for `delay_seconds` and never expires."""
+        """Enqueue; the message stays invisible for `delay_seconds` and never expires. It carries
+        the current trace context, so its next delivery continues the job's trace."""
         delay = min(MAX_VISIBILITY_DELAY_SECONDS, max(0, math.ceil(delay_seconds)))
+        message = telemetry.stamp(message, delay)
         await self._queue.send_message(
-            message.model_dump_json(by_alias=True),
+            message.model_dump_json(by_alias=True, exclude={"trace"} if message.trace is None else None),
             visibility_timeout=delay or None,
             time_to_live=-1,
         )

@@ -158,9 +158,12 @@ class DevHost:
 
 def start_devhost(env: Mapping[str, str], log_path: Path) -> DevHost:
     """A dev host on a free port; its host key is `DEVHOST_HOST_KEY` from `env` (hosts of one
-    app share it, as instances do in Azure) or a new one, never the project's keys file."""
+    app share it, as instances do in Azure) or a new one, never the project's keys file.
+    Telemetry is off unless `env` (or the environment) sets `TELEMETRY_EXPORTER`: tests and
+    measurements watch the work, not its telemetry."""
     port = free_port()
     full_env = {**os.environ, **env, "DEVHOST_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    full_env.setdefault("TELEMETRY_EXPORTER", "off")
     full_env[KEY_SETTING] = full_env.get(KEY_SETTING) or new_key()
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(

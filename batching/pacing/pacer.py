@@ -65,6 +65,21 @@ class Pacer:
     def degraded(self) -> bool:
         return self._clock() < self._degraded_until
 
+    def budget(self) -> dict[Lane, tuple[float, float]]:
+        """Per lane, as last seen here: the share of the bucket already reserved (1: sends wait
+        for the budget, or Graph holds the lane) and the rate the fleet is paced at now. What
+        telemetry reports as budget in use."""
+        now = self._clock()
+        degraded = self.degraded
+        record = self._local if degraded or self._shared is None else self._shared
+        limits = self._fallback_limits if degraded else self._limits
+        budget: dict[Lane, tuple[float, float]] = {}
+        for lane in Lane:
+            state, limit = record[lane], limits[lane]
+            rate = limit.rate * state.factor
+            budget[lane] = (min(1.0, max(0.0, state.tat - now) * rate / limit.burst), rate)
+        return budget
+
     def hold_until(self, lanes: Mapping[Lane, float] | None = None) -> float:
         """The latest hold known here on the given lanes (all lanes when None)."""
         wanted = [lane for lane, amount in (lanes or dict.fromkeys(Lane, 1.0)).items() if amount > 0]
