@@ -117,6 +117,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'CLAIM_TIMEOUT_SECONDS', value: '300' }
         { name: 'REPLICATION_RETRY_SECONDS', value: '10' }
         { name: 'REPLICATION_MAX_WAIT_SECONDS', value: '900' }
+        { name: 'TEAMS_OPERATION_POLL_SECONDS', value: '30' }
+        { name: 'TEAMS_OPERATION_MAX_WAIT_SECONDS', value: '3600' }
         { name: 'GRAPH_WRITES_PER_SECOND', value: '19.5' }
         { name: 'GRAPH_READ_UNITS_PER_SECOND', value: '300' }
         { name: 'PACING_FALLBACK_SHARE', value: '0.25' }
