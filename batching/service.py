@@ -115,13 +115,21 @@ class ProvisioningService:
     def bulk(self) -> BulkPickup:
         """The bulk CSV pickup, loaded (with the blob SDK) only where it is used."""
         if self._bulk is None:
+            from batching.bulk.current import UserDirectory
             from batching.bulk.pickup import BulkPickup
 
+            directory = UserDirectory(
+                self._coalescer,
+                self.settings.graph_base_url,
+                graph_hosts=object_url_hosts(self.settings.graph_base_url),
+            )
             self._bulk = BulkPickup(
                 container_client(self.settings, self.settings.bulk_container),
                 self.store,
                 self.queues.bulk,
                 wait_seconds=self.settings.bulk_wait_seconds,
+                directory=directory,
+                change_detection=self.settings.bulk_change_detection,
             )
         return self._bulk
 

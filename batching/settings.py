@@ -159,6 +159,8 @@ class Settings(BaseSettings):
     bulk_wait_seconds: float = Field(
         default=240.0, ge=0, le=1800, validation_alias=AliasChoices("BULK_WAIT_SECONDS")
     )
+    # Compare each row with what Graph holds and write only what differs (false: write every row).
+    bulk_change_detection: bool = Field(default=True, validation_alias=AliasChoices("BULK_CHANGE_DETECTION"))
 
     @property
     def poison_queue(self) -> str:

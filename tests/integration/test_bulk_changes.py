@@ -96,13 +96,12 @@ def test_only_differing_properties_and_managers_are_written_and_the_rest_end_no_
     assert (results["line-11"]["Status"], results["line-11"]["HttpStatus"]) == ("Failed", 404)
     assert report["counts"] == {**report["counts"], "changed": 6, "failed": 1, "rejected": 0}
     assert report["counts"]["unchanged"] == len(no_change) == len(results) - 7
-    assert tenant.find_user("user13@contoso.com")["officeLocation"] is None  # type: ignore[index]
-    assert (
-        tenant.managers[tenant.find_user("user15@contoso.com")["id"]]
-        == tenant.find_user(  # type: ignore[index]
-            "user2@contoso.com"
-        )["id"]
-    )  # type: ignore[index]
+    user13, user15, user2 = (tenant.find_user(f"user{n}@contoso.com") for n in (13, 15, 2))
+    assert user13 is not None
+    assert user15 is not None
+    assert user2 is not None
+    assert user13["officeLocation"] is None
+    assert tenant.managers[user15["id"]] == user2["id"]
 
 
 def test_a_file_where_nothing_changed_writes_nothing(
