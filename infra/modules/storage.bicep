@@ -9,7 +9,7 @@ param tableNames array
 param containerNames array
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_59: Flex Consumption without VNet integration reaches storage over its public endpoint; access is identity-only (no keys, no SAS)
+  // checkov:skip=CKV_AZURE_59: Flex Consumption without VNet integration reaches storage over its public endpoint; every request needs an Entra ID identity with a data role (shared keys off: no account key, no key-signed SAS)
   // checkov:skip=CKV_AZURE_35: same reason: a deny-by-default network rule would lock the function host out unless the app is VNet-integrated
   // checkov:skip=CKV_AZURE_206: no geo-replication: the app runs in one region and cannot fail over, and its queues and tables serve only that app; ZRS comes with zoneRedundant
   name: name
