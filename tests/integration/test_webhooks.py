@@ -93,6 +93,7 @@ def test_the_webhook_action_posts_the_results_once_to_a_receiver_that_failed_twi
     assert "x-functions-key" not in taken.headers
     # The callback body is the 200 answer of the status URL, keyless (the receiver is no caller).
     assert final.status_code == 200
+    assert secret not in final.text
     assert taken.body == {**final.json(), "statusUrl": f"{hook_host.base_url}/api/jobs/hook-1"}
     results = taken.body
     assert results["status"] == "PartiallySucceeded"
