@@ -494,7 +494,7 @@ def test_function_app_sets_every_setting_the_code_needs_in_azure() -> None:
     assert bicep - setting_names() <= HOST_SETTINGS
     assert settings["GRAPH_CREDENTIAL"] == "azure"
     assert settings["AZURE_CLIENT_ID"] == settings["AzureWebJobsStorage__clientId"]
-    assert settings["AZURE_CLIENT_ID"] == "<identity.outputs.clientId>"
+    assert str(settings["AZURE_CLIENT_ID"]) == "<identity.outputs.clientId>"
 
 
 def test_resource_names_match_the_code_defaults() -> None:
