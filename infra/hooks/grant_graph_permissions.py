@@ -112,7 +112,10 @@ class GraphPermissionGrants:
         self._sleep = sleep
         self._patience = patience
 
-    async def grant(self, principal_id: str, permissions: Iterable[str]) -> GrantReport:
+    async def grant(
+        self, principal_id: str, permissions: Iterable[str], *, resource_group: str = ""
+    ) -> GrantReport:
+        """Grant what is missing to the managed identity `principal_id` (of `resource_group`, when given)."""
         wanted = sorted(set(permissions))
         graph = await self._graph_app()
         unknown = [name for name in wanted if name not in graph.role_ids]
@@ -120,7 +123,7 @@ class GraphPermissionGrants:
             raise GrantFailed(
                 f"Microsoft Graph has no application permission named {', '.join(unknown)}", EXIT_INVALID
             )
-        await self._wait_for_identity(principal_id)
+        await self._wait_for_identity(principal_id, resource_group)
         held = await self._held_role_ids(principal_id, graph.service_principal_id)
         granted: list[str] = []
         already: list[str] = []
@@ -149,17 +152,35 @@ class GraphPermissionGrants:
         }
         return _GraphApp(service_principal_id=body["id"], role_ids=roles)
 
-    async def _wait_for_identity(self, principal_id: str) -> None:
-        """A managed identity created moments ago may not be visible to Graph yet."""
+    async def _wait_for_identity(self, principal_id: str, resource_group: str) -> None:
+        """A managed identity created moments ago may not be visible to Graph yet. And these
+        permissions reach every user and group: they go to the app's own managed identity only,
+        never to another principal an edited azd environment might name."""
         response = await self._send(
             "GET",
             f"servicePrincipals/{principal_id}",
-            params={"$select": "id"},
+            params={"$select": "id,servicePrincipalType,alternativeNames"},
             still_replicating=lambda r: r.status_code == 404,
         )
         if response.status_code != 200:
             raise GrantFailed(
                 f"the identity {principal_id} was not found in Microsoft Entra ID: {_graph_error(response)}"
+            )
+        body = response.json()
+        if body.get("servicePrincipalType") != "ManagedIdentity":
+            raise GrantFailed(
+                f"{principal_id} is not a managed identity: the Graph permissions go to the app's own "
+                "identity only (IDENTITY_PRINCIPAL_ID, an output of the provisioning)",
+                EXIT_INVALID,
+            )
+        marker = f"/resourcegroups/{resource_group.lower()}/providers/microsoft.managedidentity/"
+        if resource_group and not any(
+            marker in str(name).lower() for name in body.get("alternativeNames", [])
+        ):
+            raise GrantFailed(
+                f"the managed identity {principal_id} is not in the resource group {resource_group}: the "
+                "Graph permissions go to the app's own identity only",
+                EXIT_INVALID,
             )
 
     async def _held_role_ids(self, principal_id: str, resource_id: str) -> set[str]:
@@ -281,6 +302,7 @@ async def grant_graph_permissions(
     transport: httpx.AsyncBaseTransport | None = None,
     sleep: Sleep = asyncio.sleep,
     patience: Patience = DEFAULT_PATIENCE,
+    resource_group: str = "",
 ) -> GrantReport:
     """Grant the allow-list's permissions to `principal_id`, with a client whose token goes to Graph only."""
     async with httpx.AsyncClient(
@@ -292,7 +314,7 @@ async def grant_graph_permissions(
     ) as client:
         grants = GraphPermissionGrants(client, sleep=sleep, patience=patience)
         try:
-            return await grants.grant(principal_id, required_permissions())
+            return await grants.grant(principal_id, required_permissions(), resource_group=resource_group)
         except ClientAuthenticationError:
             raise GrantFailed(
                 "no Microsoft Graph token could be had from azd or the Azure CLI: sign in with "
@@ -319,16 +341,22 @@ def _settings(environ: Mapping[str, str]) -> tuple[str, httpx.URL]:
 async def _grant_as_signed_in_user(
     principal_id: str,
     base_url: httpx.URL,
-    tenant_id: str,
+    env: Mapping[str, str],
     credential: TokenCredential | None,
     transport: httpx.AsyncBaseTransport | None,
     sleep: Sleep,
     patience: Patience,
 ) -> GrantReport:
-    signed_in = credential or _signed_in_credential(tenant_id)
+    signed_in = credential or _signed_in_credential(env.get("AZURE_TENANT_ID", ""))
     try:
         return await grant_graph_permissions(
-            principal_id, base_url, signed_in, transport=transport, sleep=sleep, patience=patience
+            principal_id,
+            base_url,
+            signed_in,
+            transport=transport,
+            sleep=sleep,
+            patience=patience,
+            resource_group=env.get("AZURE_RESOURCE_GROUP", ""),
         )
     finally:
         if credential is None:
@@ -357,9 +385,7 @@ def main(
         principal_id, base_url = _settings(env)
         print(f"Microsoft Graph application permissions for the app's identity {principal_id}: {needed}")
         report = asyncio.run(
-            _grant_as_signed_in_user(
-                principal_id, base_url, env.get("AZURE_TENANT_ID", ""), credential, transport, sleep, patience
-            )
+            _grant_as_signed_in_user(principal_id, base_url, env, credential, transport, sleep, patience)
         )
     except GrantFailed as failure:
         print(f"Graph permissions not granted: {failure}", file=sys.stderr)

@@ -28,7 +28,19 @@ NEEDED = sorted(required_permissions())
 ROLE_IDS = {
     name: f"00000000-0000-4000-8000-{index:012d}" for index, name in enumerate([*NEEDED, "Mail.Send"])
 }
-ENV = {"IDENTITY_PRINCIPAL_ID": IDENTITY, "GRAPH_BASE_URL": "https://graph.microsoft.com/v1.0"}
+ENV = {
+    "IDENTITY_PRINCIPAL_ID": IDENTITY,
+    "GRAPH_BASE_URL": "https://graph.microsoft.com/v1.0",
+    "AZURE_RESOURCE_GROUP": "rg-prod",
+}
+MANAGED_IDENTITY = {
+    "id": IDENTITY,
+    "servicePrincipalType": "ManagedIdentity",
+    "alternativeNames": [
+        "isExplicit=True",
+        "/subscriptions/0000/resourcegroups/rg-prod/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-x",
+    ],
+}
 PATIENCE = Patience(first_wait_seconds=5, max_wait_seconds=60, total_seconds=300)
 
 
@@ -60,7 +72,7 @@ class FakeGraph:
         if request.method == "GET" and path == f"/v1.0/servicePrincipals/{IDENTITY}":
             if self.identity_answers:
                 return self.identity_answers.pop(0)
-            return httpx.Response(200, json={"id": IDENTITY})
+            return httpx.Response(200, json=MANAGED_IDENTITY)
         if request.method == "GET" and path == f"/v1.0/servicePrincipals/{IDENTITY}/appRoleAssignments":
             value = [{"appRoleId": ROLE_IDS[name], "resourceId": GRAPH_SP} for name in sorted(self.held)]
             value.append({"appRoleId": ROLE_IDS[NEEDED[0]], "resourceId": OTHER_RESOURCE})
@@ -209,6 +221,27 @@ def test_a_token_graph_does_not_accept_asks_for_a_new_sign_in(capsys: pytest.Cap
     assert code == EXIT_NOT_GRANTED
     assert waits == []
     assert "azd auth login" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [
+        {"id": IDENTITY, "servicePrincipalType": "Application", "alternativeNames": []},
+        {
+            **MANAGED_IDENTITY,
+            "alternativeNames": [str(MANAGED_IDENTITY["alternativeNames"][1]).replace("rg-prod", "rg-other")],
+        },
+    ],
+)
+def test_permissions_go_to_the_apps_own_managed_identity_only(
+    principal: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    graph = FakeGraph()
+    graph.identity_answers = [httpx.Response(200, json=principal)]
+    code, _ = _run(graph)
+    assert code == EXIT_INVALID
+    assert graph.posted_roles() == []
+    assert "the app's own identity only" in capsys.readouterr().err
 
 
 def test_a_grant_that_raced_in_counts_as_held(capsys: pytest.CaptureFixture[str]) -> None:
