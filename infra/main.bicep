@@ -187,6 +187,17 @@ module monitoring 'modules/monitoring.bicep' = {
   }
 }
 
+// Operators' view of the app's telemetry in the portal (README "Operating").
+module operationsWorkbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    appInsightsName: monitoring.outputs.appInsightsName
+    location: location
+    tags: tags
+  }
+}
+
 module roles 'modules/roles.bicep' = {
   name: 'roles'
   scope: rg
