@@ -191,8 +191,11 @@ def list_users(t: Tenant, p: dict[str, str], _: JsonBody) -> Answer:
         query = user_queries.parse(p["$query"], consistency_eventual=p["$consistency"].lower() == "eventual")
     except user_queries.QueryError as problem:
         return error(400, "Request_BadRequest", str(problem))
-    visible = (user for user in t.users.values() if t._visible(user["id"]))
-    body = user_queries.page(query, visible, t.find_user, t.manager_of, p["$base"])
+
+    def visible(user: dict[str, Any]) -> bool:
+        return t._visible(user["id"])
+
+    body = user_queries.page(query, t.users.values(), visible, t.find_user, t.manager_of, p["$base"])
     return Answer(200, body)
 
 

@@ -28,7 +28,7 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -135,33 +135,40 @@ def parse(query: str, *, consistency_eventual: bool) -> UserQuery:
 def page(
     query: UserQuery,
     users: Iterable[dict[str, Any]],
+    visible: Callable[[dict[str, Any]], bool],
     by_key: Callable[[str], dict[str, Any] | None],
     manager_of: Callable[[dict[str, Any]], dict[str, Any] | None],
     base_url: str,
 ) -> dict[str, Any]:
-    """One page of the answer, with `@odata.nextLink` when more users match."""
+    """One page of the answer, with `@odata.nextLink` when more users match. The skiptoken is
+    a position in the tenant's own order, so a page costs its own users, not the ones before."""
     if query.keys is not None:
         found = (by_key(key) for key in query.keys)
-        candidates: Iterator[dict[str, Any]] = (user for user in found if user is not None)
+        source: Iterable[dict[str, Any]] = [user for user in found if user is not None]
     else:
-        candidates = iter(users)
-    matching: Iterator[dict[str, Any]] = (
-        user for user in candidates if query.match is None or query.match(user)
-    )
-    if query.count:
-        everything = list(matching)
-        total = len(everything)
-        matching = iter(everything)
-    window = list(itertools.islice(matching, query.skip, query.skip + query.top + 1))
-    more = len(window) > query.top
+        source = users
+
+    def matches(user: dict[str, Any]) -> bool:
+        return visible(user) and (query.match is None or query.match(user))
+
+    window: list[dict[str, Any]] = []
+    position = query.skip
+    more = False
+    for user in itertools.islice(source, query.skip, None):
+        if matches(user):
+            if len(window) == query.top:
+                more = True
+                break
+            window.append(user)
+        position += 1
     body: dict[str, Any] = {
         "@odata.context": f"{base_url}/$metadata#users({','.join(query.select)})",
     }
     if query.count:
-        body["@odata.count"] = total
-    body["value"] = [shape(user, query, manager_of) for user in window[: query.top]]
+        body["@odata.count"] = sum(1 for user in source if matches(user))
+    body["value"] = [shape(user, query, manager_of) for user in window]
     if more:
-        body["@odata.nextLink"] = _next_link(base_url, query)
+        body["@odata.nextLink"] = _next_link(base_url, query, position)
     return body
 
 
@@ -290,9 +297,9 @@ def _skip(token: str | None, options: tuple[tuple[str, str], ...]) -> int:
     return position
 
 
-def _next_link(base_url: str, query: UserQuery) -> str:
+def _next_link(base_url: str, query: UserQuery, position: int) -> str:
     token = base64.urlsafe_b64encode(
-        json.dumps({"p": query.skip + query.top, "q": _digest(query.options)}).encode()
+        json.dumps({"p": position, "q": _digest(query.options)}).encode()
     ).decode()
     # Graph writes its own form of the query (its order, its encoding); follow it as it is.
     parts = [f"%24{key}={quote(value, safe='')}" for key, value in reversed(query.options)]

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import IO, Final
 
 from batching.bulk.changes import RowPlan, plan_row
-from batching.bulk.current import ReadPlan, Strategy, UserDirectory, choose, lookup_units
+from batching.bulk.current import (
+    CurrentUser,
+    ReadPlan,
+    Strategy,
+    UserDirectory,
+    choose,
+    lookup_units,
+)
 from batching.bulk.reader import (
     BOOLEAN_PROPERTIES,
     MANAGER_COLUMN,
@@ -36,6 +43,7 @@ from batching.bulk.reader import (
 
 CHUNK_ROWS: Final = 300  # 20 lookups of 15 users: one full $batch of reads
 READ_AHEAD: Final = 4  # chunks whose reads are in flight at once
+PAGES_AHEAD: Final = 20  # scanned pages held while earlier ones are recorded
 _SQL_KEYS: Final = 400  # keys per `IN (...)` in the spill file
 
 # Opens the file for one pass over it.
@@ -136,15 +144,50 @@ async def _by_scan(open_file: Opener, directory: UserDirectory, plan: ReadPlan) 
                     rejections = spill.add(chunk)
                     if rejections:
                         yield Compared([], rejections)
-            async for users in directory.scan(plan.select, manager=plan.manager):
-                by_key = {key: user for user in users for key in user.keys}
-                rows = spill.take(by_key)
-                if rows:
-                    yield Compared([plan_row(row, by_key[row.user.lower()]) for row in rows])
+            # Pages are fetched ahead while earlier ones are recorded; matched rows are handed on
+            # a chunk at a time, so each recording is a few full transactions.
+            pages: asyncio.Queue[list[CurrentUser] | None] = asyncio.Queue(maxsize=PAGES_AHEAD)
+            reading = asyncio.create_task(_read_pages(directory, plan, pages))
+            try:
+                compared = Compared()
+                while (users := await _next_page(pages, reading)) is not None:
+                    by_key = {key: user for user in users for key in user.keys}
+                    compared.plans.extend(
+                        plan_row(row, by_key[row.user.lower()]) for row in spill.take(by_key)
+                    )
+                    if len(compared.plans) >= CHUNK_ROWS:
+                        yield compared
+                        compared = Compared()
+                if compared.plans:
+                    yield compared
+            finally:
+                reading.cancel()
+                with contextlib.suppress(BaseException):
+                    await reading
             for rows in spill.left():
                 yield Compared([plan_row(row, None) for row in rows])
         finally:
             spill.close()
+
+
+async def _read_pages(
+    directory: UserDirectory, plan: ReadPlan, pages: asyncio.Queue[list[CurrentUser] | None]
+) -> None:
+    async for users in directory.scan(plan.select, manager=plan.manager):
+        await pages.put(users)
+    await pages.put(None)
+
+
+async def _next_page(
+    pages: asyncio.Queue[list[CurrentUser] | None], reading: asyncio.Task[None]
+) -> list[CurrentUser] | None:
+    """The next page, None after the last; what the reader raised, once it failed."""
+    getter = asyncio.ensure_future(pages.get())
+    await asyncio.wait({getter, reading}, return_when=asyncio.FIRST_COMPLETED)
+    if not getter.done() and (error := reading.exception()) is not None:
+        getter.cancel()
+        raise error
+    return await getter
 
 
 class _Spill:

@@ -58,6 +58,7 @@ PART_OPERATIONS: Final = 60
 LEASE_SECONDS: Final = 60
 _CHECK_INTERVAL_SECONDS: Final = 1.0
 _ROWS_COUNTED_PER_SECOND: Final = 20_000
+_CHUNKS_RECORDING: Final = 4
 
 # Opens the file for one pass over it (the file is read twice: to count, then to enqueue).
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]
@@ -143,7 +144,7 @@ class BulkImporter:
         """Compare chunk by chunk; record each chunk's results and enqueue its writes at once,
         so writes start while later chunks are still being read. A resumed run compares again
         and skips every operation that already has a final result."""
-        job_id, correlation_id = summary.job_id, summary.correlation_id
+        job_id = summary.job_id
         done = (
             {op for op, status in (await self._store.statuses(job_id)).items() if status.is_final}
             if resuming
@@ -151,21 +152,42 @@ class BulkImporter:
         )
         plan = await read_plan(directory, file)
         log.info("bulk job %s: reading current values by %s", job_id, plan.describe())
-        async for compared in compare(open_file, directory, plan):
-            rows = [_rejected(rejection) for rejection in compared.rejections if rejection.op_id not in done]
-            items: list[WorkItem] = []
-            for row_plan in compared.plans:
-                line = row_plan.row.line
-                for op in row_plan.unchanged:
-                    if op.id not in done:
-                        rows.append(_outcome(op, OperationStatus.SUCCEEDED, line, note=NO_CHANGE))
-                for op in row_plan.send:
-                    if op.id not in done:
-                        rows.append(_outcome(op, OperationStatus.PENDING, line))
-                        items.append(WorkItem(operation=op, seq=line))
-            await self._store.record(job_id, correlation_id, rows)
-            for message in pack_work(job_id, correlation_id, items, priority="low"):
-                await self._queue.send(message)
+        recording: set[asyncio.Future[None]] = set()
+        try:
+            async for compared in compare(open_file, directory, plan):
+                rows = [
+                    _rejected(rejection) for rejection in compared.rejections if rejection.op_id not in done
+                ]
+                items: list[WorkItem] = []
+                for row_plan in compared.plans:
+                    line = row_plan.row.line
+                    for op in row_plan.unchanged:
+                        if op.id not in done:
+                            rows.append(_outcome(op, OperationStatus.SUCCEEDED, line, note=NO_CHANGE))
+                    for op in row_plan.send:
+                        if op.id not in done:
+                            rows.append(_outcome(op, OperationStatus.PENDING, line))
+                            items.append(WorkItem(operation=op, seq=line))
+                # Chunks are independent: a few are recorded at once while the next is compared.
+                if len(recording) >= _CHUNKS_RECORDING:
+                    finished, recording = await asyncio.wait(recording, return_when=asyncio.FIRST_COMPLETED)
+                    for task in finished:
+                        task.result()
+                recording.add(asyncio.create_task(self._record_chunk(summary, rows, items)))
+            for task in asyncio.as_completed(recording):
+                await task
+        finally:
+            for task in recording:
+                task.cancel()
+
+    async def _record_chunk(
+        self, summary: JobSummary, rows: list[OperationOutcome], items: list[WorkItem]
+    ) -> None:
+        """Rows first, then the writes on the queue: a crash in between leaves rows Pending
+        without a message, and the next run compares and enqueues them again."""
+        await self._store.record(summary.job_id, summary.correlation_id, rows)
+        for message in pack_work(summary.job_id, summary.correlation_id, items, priority="low"):
+            await self._queue.send(message)
 
     async def _enqueue_parts(self, open_file: Opener, summary: JobSummary, *, resuming: bool) -> None:
         job_id, correlation_id = summary.job_id, summary.correlation_id
