@@ -36,7 +36,8 @@ GET  /_emulator/tenant       counts of users, groups, teams; what was created
   before it ends `teamOperationOutcome` (`succeeded`, the default, or `failed`); read it at
   `GET /teams/{id}/operations/{id}`. `teamsLocationForm`: how that Location is written:
   `quoted` (as Graph's docs show it), `bare` (`teams(id)`), `absolute` (on graph.microsoft.com)
-  or `segments` (`/teams/{id}/operations/{id}`).
+  or `segments` (`/teams/{id}/operations/{id}`). `teamRequiresOwner`: refuse a team on a
+  group without owners (400), as Graph's Teams pages say it does (off by default).
 - `faults`: Graph failing at random from a seeded generator (item 503/504s, refused, cut, late,
   unanswered or short `$batch` calls): `emulator/faults.py`, which also serves
   `GET /_emulator/faults` (what was injected) and `GET /_emulator/creates` (objects per natural key).
@@ -181,6 +182,8 @@ class GraphEmulator:
                 if outcome not in {"succeeded", "failed"}:
                     raise ValueError("teamOperationOutcome must be succeeded or failed")
                 self.tenant.team_outcome = outcome
+            if "teamRequiresOwner" in settings:
+                self.tenant.team_requires_owner = bool(settings["teamRequiresOwner"])
             if "teamsLocationForm" in settings:
                 form = str(settings["teamsLocationForm"])
                 if form not in {"quoted", "bare", "absolute", "segments"}:

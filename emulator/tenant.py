@@ -62,6 +62,8 @@ class Tenant:
     # ("succeeded" or "failed"); the team exists only once it succeeded. `location_form` is how
     # the 202's Location is written: "quoted" (Graph's docs), "bare", "absolute" or "segments".
     team_operation_seconds: float = 0.0
+    # Graph's Teams pages: a team is made only from a group with at least one owner.
+    team_requires_owner: bool = False
     team_outcome: str = "succeeded"
     location_form: str = "quoted"
     team_operations: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -461,6 +463,8 @@ def create_team(t: Tenant, p: dict[str, str], body: JsonBody) -> Answer:
         return error(400, "BadRequest", "Group must be a Microsoft 365 (Unified) group to create a team.")
     if p["group"] in t.teams:
         return error(409, "Conflict", "Team already exists for this group.")
+    if (ownerless := _ownerless(t, p["group"])) is not None:
+        return ownerless
     team = {
         "id": p["group"],
         "displayName": group.get("displayName"),
@@ -492,6 +496,8 @@ def create_teams(t: Tenant, _: dict[str, str], body: JsonBody) -> Answer:
             return error(400, "BadRequest", "Group must be a Microsoft 365 (Unified) group to create a team.")
         if group["id"] in t.teams or any(o["team"] == group["id"] for o in t.team_operations.values()):
             return error(409, "Conflict", "Team already exists for this group.")
+        if (ownerless := _ownerless(t, group["id"])) is not None:
+            return ownerless
         team_id = group["id"]
     else:
         owners = [
@@ -525,6 +531,13 @@ def create_teams(t: Tenant, _: dict[str, str], body: JsonBody) -> Answer:
     }
     t.created.append(("team", team_id))
     return Answer(202, None, _operation_headers(t.location_form, team_id, operation_id))
+
+
+def _ownerless(t: Tenant, group_id: str) -> Answer | None:
+    """Graph's refusal of a team on a group without owners, when that rule is on."""
+    if t.team_requires_owner and not t.owners.get(group_id):
+        return error(400, "BadRequest", "A team can only be created from a group with at least one owner.")
+    return None
 
 
 def _operation_headers(form: str, team_id: str, operation_id: str) -> dict[str, str]:

@@ -123,7 +123,7 @@ def test_create_a_team_with_channels_in_one_action_despite_replication_lag_and_n
 ) -> None:
     tenant = graph.emulator.tenant
     tenant.seed_users(2)
-    graph.emulator.configure({"replicationLagSeconds": 2})
+    graph.emulator.configure({"replicationLagSeconds": 2, "teamRequiresOwner": True})
     document = {
         "displayName": "Project Falcon",
         "description": "Everything about Falcon",

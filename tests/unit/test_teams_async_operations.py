@@ -192,3 +192,14 @@ async def test_emulator_group_create_binds_owners_and_members_and_a_repeat_upser
     assert "already exist" in again.json()["error"]["message"]
     missing = {**body, "owners@odata.bind": ["https://graph.microsoft.com/v1.0/users/nobody"]}
     assert (await _call(emulator, "POST", "/groups", missing)).status_code == 400
+
+
+async def test_emulator_refuses_a_team_on_a_group_without_owners_when_asked_to() -> None:
+    emulator = GraphEmulator()
+    emulator.tenant.groups["g1"] = {"id": "g1", "displayName": "Staff", "groupTypes": ["Unified"]}
+    emulator.configure({"teamRequiresOwner": True})
+    assert (await _call(emulator, "PUT", "/groups/g1/team", {})).status_code == 400
+    bound = {"group@odata.bind": "https://graph.microsoft.com/v1.0/groups('g1')"}
+    assert (await _call(emulator, "POST", "/teams", bound)).status_code == 400
+    emulator.tenant.owners["g1"] = {"someone"}
+    assert (await _call(emulator, "PUT", "/groups/g1/team", {})).status_code == 201
