@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -43,6 +46,7 @@ from batching.telemetry.exporters import console_providers, entra_credential
 from batching.telemetry.recorder import Recorder
 from batching.workqueue import MAX_MESSAGE_JSON_BYTES, WorkQueue, pack_work
 
+ROOT = Path(__file__).resolve().parents[2]
 GRAPH = httpx.URL("https://graph.microsoft.com/v1.0")
 CARRIED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 SECRET = "s3cret-Passw0rd"
@@ -450,3 +454,110 @@ class _Queue:
 
     async def send_message(self, text: str, **kwargs: Any) -> None:
         self.texts.append(text)
+
+
+async def test_the_readme_and_the_workbook_query_only_what_the_app_reports_and_document_all_of_it(
+    recording: _Recording,
+) -> None:
+    """Every span name, attribute, metric and dimension the KQL in README "Operating" and the
+    workbook reads is one the app emits, and the README names every attribute it emits."""
+    from batching.records import JobSummary
+    from batching.service import Accepted, Invalid, _submitted
+
+    def answer(item: dict[str, Any]) -> dict[str, Any]:
+        if item["id"] == "1":
+            return {
+                "id": "1",
+                "status": 429,
+                "headers": {"Retry-After": "1", "x-ms-throttle-limit-percentage": "0.9"},
+            }
+        return {"id": item["id"], "status": 204}
+
+    coalescer = _coalescer(answer)
+    pacer = Pacer(MemoryPaceStore(), {Lane.WRITES: LaneLimit(20, 20), Lane.UNITS: LaneLimit(300, 300)})
+    telemetry.watch(pacer=pacer, coalescer=coalescer)
+
+    @telemetry.spanned("job.submit", describe=_submitted)
+    async def submit(result: Accepted | Invalid) -> Accepted | Invalid:
+        return result
+
+    await submit(
+        Accepted(
+            JobSummary(job_id="job-a", total=2, body_hash=None, correlation_id=None, source="http"), True
+        )
+    )
+    await submit(Invalid([]))
+    unit = telemetry.received(
+        _unit("job-a", 2),
+        source="work",
+        queue="q",
+        dequeue_count=1,
+        inserted_on=datetime.now(UTC),
+        started=telemetry.now(),
+    )
+    assert unit is not None
+    with telemetry.job_runs([unit]):
+        requests = _requests("job-a", 2)
+        await coalescer.send(requests, traces=telemetry.traces_for((r.key, "job-a") for r in requests))
+        rows = [
+            OperationOutcome(str(n), status, "GET", "/users", error_code="E")
+            for n, status in enumerate(OperationStatus)
+        ]
+        await telemetry.recorded("job-a", rows, _done())
+        with telemetry.step(
+            "job.requeue", job_id="job-a", operationCount=1, delaySeconds=1.0, reason="claimed"
+        ):
+            pass
+
+    spans = recording.spans.get_finished_spans()
+    emitted_spans = {span.name for span in spans} | {"POST /v1.0/$batch"}
+    standard = ("http.", "url.", "server.", "error.")
+    attributes = {key for span in spans for key in span.attributes or {} if not key.startswith(standard)}
+    data = recording.metrics.get_metrics_data()
+    metrics = (
+        {m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics} if data else set()
+    )
+    dimensions = {
+        key
+        for r in (data.resource_metrics if data else [])
+        for s in r.scope_metrics
+        for m in s.metrics
+        for point in m.data.data_points
+        for key in point.attributes or {}
+    }
+    host_functions = {"process_queue_message", "process_work_message", "process_bulk_message"}
+
+    readme = (ROOT / "README.md").read_text()
+    operating = readme[readme.index("## Operating") : readme.index("## Measurements")]
+    workbook = (ROOT / "infra" / "modules" / "workbook.bicep").read_text()
+    for text in (operating, workbook):
+        read = set(re.findall(r"(?:customDimensions|\bd)\.(\w+)", text))
+        assert read <= attributes | dimensions, read - attributes - dimensions
+        names = set(re.findall(r'name == "([^"]+)"', text))
+        for listed in re.findall(r"name in \(([^)]*)\)", text):
+            names |= set(re.findall(r'"([^"]+)"', listed))
+        assert names <= emitted_spans | metrics | host_functions, (
+            names - emitted_spans - metrics - host_functions
+        )
+    assert metrics == {
+        "provisioning.operations",
+        "graph.batch.calls",
+        "graph.responses",
+        "graph.throttled",
+        "pacing.wait",
+        "queue.age",
+        "pacing.budget.in_use",
+        "pacing.rate",
+        "pacing.degraded",
+        "coalescer.backlog",
+    }
+    undocumented = [
+        name
+        for name in sorted(attributes | dimensions | metrics | emitted_spans)
+        if f"`{name}`" not in operating
+    ]
+    assert undocumented == []
+
+
+async def _done() -> None:
+    return None
