@@ -105,8 +105,8 @@ class _Lambda:
         return self.evaluator.value(self.expression, {**self.local, self.variable: item})
 
 
-def load_asts(files: list[Path]) -> dict[str, dict[str, Any]]:
-    """Every file's pycep syntax tree, keyed by its path under infra/ (one pycep run)."""
+def load_asts(files: list[Path], root: Path = INFRA) -> dict[str, dict[str, Any]]:
+    """Every file's pycep syntax tree, keyed by its path under `root` (one pycep run)."""
     script = (
         "import json, sys; from pathlib import Path; from pycep import BicepParser\n"
         "print(json.dumps({f: BicepParser().parse(file_path=Path(f)) for f in sys.argv[1:]}, default=str))\n"
@@ -121,7 +121,7 @@ def load_asts(files: list[Path]) -> dict[str, dict[str, Any]]:
     if result.returncode != 0:
         raise RuntimeError(f"pycep could not parse the template:\n{result.stderr[-3000:]}")
     trees: dict[str, dict[str, Any]] = json.loads(result.stdout)
-    return {Path(path).relative_to(INFRA).as_posix(): tree for path, tree in trees.items()}
+    return {Path(path).relative_to(root).as_posix(): tree for path, tree in trees.items()}
 
 
 class Template:
