@@ -152,6 +152,53 @@ def test_known_good_calls_answer_as_declared(
     assert call("/jobs", "POST", body={**job, "operations": []}).status_code == 400
 
 
+def test_the_webhook_routes_give_each_declared_answer_as_declared(
+    served_schema: schemathesis.BaseSchema, conformance_host: DevHost
+) -> None:
+    """Each status the webhook pair declares is one the host really gives, in the declared
+    shape (403 needs Entra ID sign-in: tests/integration/test_http_auth.py)."""
+    key = {KEY_HEADER: conformance_host.key}
+
+    def call(path: str, method: str, headers: dict[str, str], **kwargs: Any) -> int:
+        case = served_schema[path][method].Case(**kwargs)
+        response = case.call(headers=headers, timeout=30)
+        if response.status_code == 401:  # the host's, before the function: declared without a body
+            assert response.content == b""
+            case.validate_response(response, checks=[c for c in CHECKS if c is not content_type_conformance])
+        else:
+            case.validate_response(response, checks=CHECKS)
+        return int(response.status_code)
+
+    hook = {
+        "jobId": "declared-hook",
+        "callbackUrl": "http://127.0.0.1:9/hook?sig=x",
+        "operations": [{"id": "t", "method": "GET", "url": "/users"}],
+    }
+    seen_post = {
+        call("/webhooks/jobs", "POST", key, body=hook),
+        call("/webhooks/jobs", "POST", key, body={**hook, "callbackUrl": "https://elsewhere.example/x"}),
+        call("/webhooks/jobs", "POST", {}, body=hook),
+        call(
+            "/webhooks/jobs",
+            "POST",
+            key,
+            body={**hook, "operations": [{"id": "u", "method": "GET", "url": "/groups"}]},
+        ),
+        call("/webhooks/jobs", "POST", key, body={**hook, "correlationId": "x" * 5_000_000}),
+    }
+    declared = served_schema["/webhooks/jobs"]["POST"].definition.raw["responses"]
+    assert {str(status) for status in seen_post} == set(declared) - {"403"}
+
+    seen_delete = {
+        call("/webhooks/jobs/{jobId}", "DELETE", key, path_parameters={"jobId": "declared-hook"}),
+        call("/webhooks/jobs/{jobId}", "DELETE", key, path_parameters={"jobId": "not a job id!"}),
+        call("/webhooks/jobs/{jobId}", "DELETE", {}, path_parameters={"jobId": "declared-hook"}),
+        call("/webhooks/jobs/{jobId}", "DELETE", key, path_parameters={"jobId": "no-such-job"}),
+    }
+    declared = served_schema["/webhooks/jobs/{jobId}"]["DELETE"].definition.raw["responses"]
+    assert {str(status) for status in seen_delete} == set(declared) - {"403"}
+
+
 def test_the_run_covers_every_operation_the_served_definition_declares(
     served_schema: schemathesis.BaseSchema, served_definition: dict[str, Any]
 ) -> None:
