@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
     ConsoleMetricExporter,
     HistogramDataPoint,
     MetricsData,
@@ -69,9 +70,14 @@ def console_providers(out: TextIO) -> tuple[TracerProvider, MeterProvider]:
     tracer_provider = TracerProvider(resource=resource())
     tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=out, formatter=span_line)))
     interval = None if os.environ.get("OTEL_METRIC_EXPORT_INTERVAL") else CONSOLE_METRIC_INTERVAL_MS
-    reader = PeriodicExportingMetricReader(
-        ConsoleMetricExporter(out=out, formatter=metric_lines), export_interval_millis=interval
-    )
+    # As Application Insights receives them: counters and histograms as the change since the
+    # last line, so a quiet interval prints only the gauges.
+    delta: dict[type, AggregationTemporality] = {
+        Counter: AggregationTemporality.DELTA,
+        Histogram: AggregationTemporality.DELTA,
+    }
+    exporter = ConsoleMetricExporter(out=out, formatter=metric_lines, preferred_temporality=delta)
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
     meter_provider = MeterProvider(metric_readers=[reader], resource=resource())
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)

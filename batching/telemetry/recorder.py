@@ -25,7 +25,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
-from batching.graph.throttling import NO_ANSWER, ThrottleSignal
+from batching.graph.throttling import NO_ANSWER, Priority, ThrottleSignal
 from batching.models import MessageTrace
 from batching.records import OperationStatus
 from batching.telemetry import BatchTiming, JobTrace, Step
@@ -33,7 +33,7 @@ from batching.telemetry import BatchTiming, JobTrace, Step
 if TYPE_CHECKING:
     from batching.coalescer import BatchCoalescer
     from batching.graph.client import BatchResponse, ItemResponse
-    from batching.graph.throttling import Priority, RequestCost
+    from batching.graph.throttling import RequestCost
     from batching.pacing import Pacer
     from batching.processor import WorkUnit
     from batching.records import OperationOutcome
@@ -161,7 +161,7 @@ class Recorder:
                         "jobId": job_id,
                         "operationCount": sum(len(unit.items) for unit in group),
                         "messageCount": len(group),
-                        "priority": group[0].priority,
+                        "priority": Priority.named(group[0].priority).header_value,
                     }
                 ),
             )
@@ -340,7 +340,7 @@ class Recorder:
                     "source": source,
                     "outcome": "accepted" if unit is not None else "rejected",
                     "operationCount": len(unit.items) if unit is not None else None,
-                    "priority": unit.priority if unit is not None else None,
+                    "priority": Priority.named(unit.priority).header_value if unit is not None else None,
                     "dequeueCount": dequeue_count,
                     "queueAgeSeconds": round(age, 3) if age is not None else None,
                 }

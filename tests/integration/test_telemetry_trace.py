@@ -35,9 +35,9 @@ def _of_job(spans: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [span for span in spans if span["span"] == name and span["attributes"].get("jobId") == JOB]
 
 
-def _last(metrics: list[dict[str, Any]], name: str, **attributes: Any) -> dict[str, Any] | None:
-    found = [m for m in metrics if m["metric"] == name and attributes.items() <= m["attributes"].items()]
-    return found[-1] if found else None
+def _points(metrics: list[dict[str, Any]], name: str, **attributes: Any) -> list[dict[str, Any]]:
+    """The metric's points with these attributes; counters and histograms print what changed."""
+    return [m for m in metrics if m["metric"] == name and attributes.items() <= m["attributes"].items()]
 
 
 def test_a_jobs_spans_from_submission_to_its_last_batch_form_one_trace_printed_with_its_metrics(
@@ -71,8 +71,8 @@ def test_a_jobs_spans_from_submission_to_its_last_batch_form_one_trace_printed_w
 
         def printed_all() -> bool:
             spans, metrics = _printed(host.log())
-            done = _last(metrics, "provisioning.operations", status="Succeeded")
-            return len(_of_job(spans, "graph.batch")) >= 3 and done is not None and done["value"] >= 25
+            done = sum(m["value"] for m in _points(metrics, "provisioning.operations", status="Succeeded"))
+            return len(_of_job(spans, "graph.batch")) >= 3 and done == 25
 
         wait_until(printed_all, timeout=30)
         spans, metrics = _printed(host.log())
@@ -124,9 +124,8 @@ def test_a_jobs_spans_from_submission_to_its_last_batch_form_one_trace_printed_w
     assert sum(record["attributes"].get("rowsRequeued", 0) for record in records) == 1
     assert "Title 7" not in json.dumps(mine)  # bodies never reach a span
 
-    assert _last(metrics, "graph.throttled", scope="item") is not None
-    queue_age = _last(metrics, "queue.age", queue="work")
-    assert queue_age is not None
-    assert queue_age["count"] >= 2
-    assert _last(metrics, "pacing.budget.in_use", lane="Writes") is not None
-    assert _last(metrics, "coalescer.backlog") is not None
+    assert sum(m["value"] for m in _points(metrics, "graph.throttled", scope="item")) == 1
+    assert sum(m["count"] for m in _points(metrics, "queue.age", queue="work")) == 2  # both deliveries
+    assert sum(m["value"] for m in _points(metrics, "graph.batch.calls", httpStatus="200")) == 3
+    assert _points(metrics, "pacing.budget.in_use", lane="Writes")
+    assert _points(metrics, "coalescer.backlog")

@@ -147,7 +147,7 @@ async def test_each_job_in_a_shared_batch_gets_its_own_pace_and_batch_spans_with
         "jobId": "job-a",
         "operationCount": 3,
         "messageCount": 1,
-        "priority": "high",
+        "priority": "High",
     }
 
     calls = {span.attributes["jobId"]: span for span in recording.named("graph.batch") if span.attributes}
