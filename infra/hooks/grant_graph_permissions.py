@@ -390,6 +390,13 @@ def main(
     except GrantFailed as failure:
         print(f"Graph permissions not granted: {failure}", file=sys.stderr)
         return failure.exit_code
+    except (ValueError, KeyError, TypeError) as error:  # an answer not shaped as Graph documents
+        print(
+            f"Graph permissions not granted: Microsoft Graph answered in an unexpected form "
+            f"({type(error).__name__}). {MANUAL_ROUTE}",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_GRANTED
     for name in report.already_held:
         print(f"  already held  {name}")
     for name in report.granted:

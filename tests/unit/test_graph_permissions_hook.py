@@ -244,6 +244,16 @@ def test_permissions_go_to_the_apps_own_managed_identity_only(
     assert "the app's own identity only" in capsys.readouterr().err
 
 
+def test_an_answer_not_shaped_as_graph_documents_ends_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    graph = FakeGraph()
+    graph.identity_answers = [httpx.Response(200, text="<html>proxy login</html>")]
+    code, _ = _run(graph)
+    assert code == EXIT_NOT_GRANTED
+    captured = capsys.readouterr()
+    assert "unexpected form" in captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+
 def test_a_grant_that_raced_in_counts_as_held(capsys: pytest.CaptureFixture[str]) -> None:
     graph = FakeGraph(held=set(NEEDED[1:]))
     graph.grant_answers = [
