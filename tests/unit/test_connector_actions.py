@@ -5,11 +5,15 @@ values; a team action's result carries the ids a flow needs next."""
 from __future__ import annotations
 
 import json
+import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from batching.connector.actions import (
@@ -399,3 +403,101 @@ def test_each_action_result_is_modelled_field_for_field_on_what_the_api_returns(
     assert set(result["required"]) == set(document) - {"reason"}
     item = _schema(result["properties"]["operations"]["items"])
     assert set(item["properties"]) == set(DEFINITION["definitions"]["OperationResult"]["properties"])
+
+
+# --- generated input ---------------------------------------------------------------------------
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FIELD = re.compile(r"[A-Za-z_$@][A-Za-z0-9_]*(?:\[\d+\])*(?:\.[A-Za-z_$@][A-Za-z0-9_]*(?:\[\d+\])*)*")
+# Leaves that are the secret, near-valid values, or other JSON; nested a few levels.
+_LEAF = st.one_of(
+    st.just(SECRET),
+    st.just(f"{SECRET}@contoso.com"),
+    st.just("ada@contoso.com"),
+    st.just(GROUP),
+    st.just("Planning"),
+    st.just("#clear"),
+    st.text(max_size=20),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+)
+_JSON = st.recursive(
+    _LEAF,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+_KEYS = st.sampled_from(
+    [
+        "users", "user", "groups", "owners", "channels", "displayName", "userPrincipalName", "password",
+        "mailNickname", "usageLocation", "jobTitle", "visibility", "jobId", "correlationId", "description",
+    ]
+)  # fmt: skip
+_DOCUMENTS = st.recursive(
+    st.dictionaries(_KEYS, _JSON, max_size=5),
+    lambda inner: st.dictionaries(_KEYS, st.one_of(inner, st.lists(inner, max_size=3), _JSON), max_size=5),
+    max_leaves=12,
+)
+
+
+@FUZZ
+@given(action=st.sampled_from(list(ActionName)), document=_DOCUMENTS)
+def test_generated_input_becomes_a_job_intake_accepts_or_problems_naming_fields_without_values(
+    action: ActionName, document: dict[str, Any]
+) -> None:
+    built = build_job(action, json.dumps(document).encode(), GRAPH)
+    if isinstance(built, dict):
+        assert not isinstance(parse_job(json.dumps(built)), Rejection)
+        return
+    assert built
+    for problem in built:
+        assert FIELD.fullmatch(problem.field), problem.field
+        assert SECRET not in problem.message
+
+
+_VALID: dict[ActionName, dict[str, Any]] = {
+    ActionName.CREATE_USERS: {
+        "users": [{"userPrincipalName": "ada@contoso.com", "displayName": "Ada", "password": SECRET}]
+    },
+    ActionName.UPDATE_USERS: {"users": [{"user": "ada@contoso.com", "jobTitle": "Lead"}]},
+    ActionName.ADD_USER_TO_GROUPS: {"user": "ada@contoso.com", "groups": [GROUP]},
+    ActionName.CREATE_TEAM: {
+        "displayName": "Falcon",
+        "owners": ["ada@contoso.com"],
+        "channels": [{"displayName": "Planning"}],
+    },
+}
+
+
+def _paths(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every place in a JSON value a mutation may land."""
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*path, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _paths(child, (*path, index))
+    return found
+
+
+@FUZZ
+@given(data=st.data(), action=st.sampled_from(list(ActionName)), value=_JSON)
+def test_a_valid_input_with_one_field_changed_is_taken_or_refused_naming_that_field(
+    data: st.DataObject, action: ActionName, value: Any
+) -> None:
+    document = json.loads(json.dumps(_VALID[action]))
+    path = data.draw(st.sampled_from(_paths(document)))
+    target: Any = document
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    built = build_job(action, json.dumps(document).encode(), GRAPH)
+    if isinstance(built, dict):
+        assert not isinstance(parse_job(json.dumps(built)), Rejection)
+        return
+    for problem in built:
+        assert FIELD.fullmatch(problem.field), problem.field
+        assert SECRET not in problem.message
