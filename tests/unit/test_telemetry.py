@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -561,3 +564,42 @@ async def test_the_readme_and_the_workbook_query_only_what_the_app_reports_and_d
 
 async def _done() -> None:
     return None
+
+
+def test_application_insights_is_set_up_with_the_identity_and_no_ingestion_loses_only_telemetry() -> None:
+    """In a process of its own (the distro sets the global providers): the Azure Monitor distro,
+    signed in with a managed identity, library instrumentations off, every trace kept; nothing
+    listens where it sends, and the work's spans and metrics still return at once."""
+    key, client_id = "5ec7e75e-0000-4000-8000-00000000c0de", "11111111-2222-3333-4444-555555555555"
+    nowhere = "https://127.0.0.1:9/"  # nothing listens there
+    script = """
+import time
+from batching import telemetry
+from batching.settings import Settings
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+telemetry.configure(Settings())
+assert telemetry.enabled()
+assert not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
+assert trace.get_tracer_provider().sampler.get_description() == "ApplicationInsightsSampler1.0"
+began = time.monotonic()
+with telemetry.step("job.requeue", job_id="job-a", delaySeconds=1.0):
+    pass
+assert time.monotonic() - began < 0.5
+trace.get_tracer_provider().force_flush(1000)
+metrics.get_meter_provider().shutdown(timeout_millis=1000)
+trace.get_tracer_provider().shutdown()
+print("work done")
+"""
+    environment = {
+        **os.environ,
+        "TELEMETRY_EXPORTER": "azure",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": f"InstrumentationKey={key};IngestionEndpoint={nowhere}",
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": f"Authorization=AAD;ClientId={client_id}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "work done" in result.stdout
+    assert key not in result.stdout + result.stderr
