@@ -550,15 +550,25 @@ class Processor:
         elif answer.status == 429:
             self._wait_for_graph(planner, result, planned, answer)
         elif state is None and (answer.status == 0 or answer.status >= 500):
-            self._retry_or_fail(planner, result, planned, answer, reason="the operation could not be read")
-        else:
-            self._give_up(
+            self._retry_or_fail(
                 planner,
                 result,
                 planned,
                 answer,
-                f"Graph accepted it, but reading its operation answered {answer.status}"
-                + (f" ({state.status.value})" if state is not None else ""),
+                reason=f"team {team_of(url)}: its operation could not be read",
+            )
+        else:  # Graph took the create: never a plain failure a maker would simply submit again
+            planner.settle(planned.key, OperationStatus.FAILED)
+            result.outcomes[planned.job_id].append(
+                _outcome(
+                    planned,
+                    OperationStatus.FAILED,
+                    attempts=planned.item.attempts + 1,
+                    response=answer,
+                    error_code=OUTCOME_UNKNOWN,
+                    error_message=f"Graph accepted it (team {team_of(url)}), but reading its operation "
+                    f"answered {answer.status}; check the team before submitting it again",
+                )
             )
 
     def _follow_later(

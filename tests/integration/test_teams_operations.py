@@ -112,3 +112,33 @@ def test_a_team_operation_that_fails_fails_its_operation_with_graphs_error(
     assert ops["team"]["error"]["code"] == "InternalServerError"
     assert ops["general"]["status"] == "Skipped"
     assert result["status"] == "Failed"
+
+
+def test_an_accepted_team_whose_operation_cannot_be_read_is_outcome_unknown_never_failed_plainly(
+    devhost: DevHost, graph: ServedEmulator
+) -> None:
+    graph.emulator.tenant.seed_users(1)
+    graph.emulator.configure({"itemFaults": [{"urlContains": "/operations/", "status": 403, "times": 1}]})
+    owner = {
+        "roles": ["owner"],
+        "user@odata.bind": "https://graph.microsoft.com/v1.0/users('user1@contoso.com')",
+    }
+    result = _run(
+        devhost,
+        {
+            "operations": [
+                {
+                    "id": "team",
+                    "method": "POST",
+                    "url": "/teams",
+                    "body": {"displayName": "F", "members": [owner]},
+                }
+            ]
+        },
+    )
+    (team,) = result["operations"]
+    assert team["status"] == "Failed"
+    assert team["error"]["code"] == "outcomeUnknown"
+    assert "check the team" in team["error"]["message"]
+    creates = [i for c in graph.emulator.batch_calls() for i in c["items"] if i["url"] == "/teams"]
+    assert len(creates) == 1
