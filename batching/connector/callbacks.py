@@ -21,8 +21,8 @@ Durable and single, whoever notices the job finished and whatever crashes:
   time); of two deliveries only one wins, the other looks again when the claim would time
   out (CLAIM_TIMEOUT_SECONDS), so a delivery that died mid-send is taken over.
 - A POST the receiver takes (2xx) is `Delivered`. No answer, 408, 425, 429 or 5xx is tried
-  again, after the receiver's Retry-After or backoff (BACKOFF_BASE_SECONDS doubling, at most
-  BACKOFF_MAX_SECONDS), up to MAX_ATTEMPTS POSTs; then, or at once for any other answer (a
+  again, after the receiver's Retry-After or backoff (BACKOFF_BASE_SECONDS doubling), never
+  more than BACKOFF_MAX_SECONDS, up to MAX_ATTEMPTS POSTs; then, or at once for any other answer (a
   redirect is never followed), the callback is `GaveUp`, with the reason.
 - Unsubscribing (`cancel`) sets `Cancelled`: a pending callback is not sent.
 
@@ -415,7 +415,8 @@ class CallbackDesk:
             log.info("job %s: results delivered to %s (attempt %d)", job_id, host, attempts)
             await self._settle(message, nonce, CallbackState.DELIVERED, attempts, "")
         elif outcome.retry and not self._policy.exhausted(attempts):
-            delay = self._policy.delay(attempts, outcome.retry_after)
+            # The receiver's Retry-After, or backoff; never longer than the backoff ceiling.
+            delay = min(self._policy.delay(attempts, outcome.retry_after), self._policy.cap_seconds)
             log.info("job %s: callback to %s %s; trying again in %.0f s", job_id, host, outcome.reason, delay)
             await self._queue.send(message, delay_seconds=delay)  # first: the claim still covers a crash
             await self._settle(message, nonce, CallbackState.WAITING, attempts, outcome.reason)
