@@ -234,3 +234,33 @@ def _claim_as_a_delivery_that_died(env: dict[str, str], job_id: str, seconds_ago
             },
             mode=UpdateMode.MERGE,
         )
+
+
+async def test_a_callback_is_given_up_after_max_attempts_or_at_once_when_refused(
+    app_env: dict[str, str],
+) -> None:
+    """Retried until a bound, then recorded as given up with the reason (never the URL)."""
+    env = {**app_env, "CALLBACK_ALLOWED_HOSTS": "127.0.0.1", "MAX_ATTEMPTS": "2"}
+    service = ProvisioningService.create(Settings(**env))  # type: ignore[arg-type]
+    await service.ensure_resources()
+    try:
+        with callback_receiver(fail_first=10, fail_status=503) as failing:
+            message = await _finished_job_with_callback(service, env, "unavailable", failing.url("c"))
+            await service.handle_callback_message(message, 1)
+            row = summary(env, "unavailable")
+            assert (row["CallbackState"], row["CallbackAttempts"]) == ("Waiting", 1)
+            await service.handle_callback_message(message, 1)  # the retry, as the queue hands it back
+            await service.handle_callback_message(message, 1)  # and any later copy: nothing more
+            assert failing.attempts == 2
+            row = summary(env, "unavailable")
+            assert (row["CallbackState"], row["CallbackAttempts"]) == ("GaveUp", 2)
+            assert row["CallbackError"] == "answered 503"
+
+        with callback_receiver(fail_first=10, fail_status=404) as gone:
+            message = await _finished_job_with_callback(service, env, "gone", gone.url("d"))
+            await service.handle_callback_message(message, 1)
+            assert gone.attempts == 1
+            row = summary(env, "gone")
+            assert (row["CallbackState"], row["CallbackError"]) == ("GaveUp", "answered 404")
+    finally:
+        await service.aclose()
