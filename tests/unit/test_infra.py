@@ -506,6 +506,8 @@ def test_resource_names_match_the_code_defaults() -> None:
         defaults.poison_queue,
         defaults.work_queue,
         defaults.bulk_queue,
+        defaults.callback_queue,
+        f"{defaults.callback_queue}-poison",
     } <= queues
     tables = {r.body["name"] for r in resources if r.type.endswith("/tables")}
     assert defaults.results_table in tables
