@@ -12,9 +12,17 @@ from typing import Any
 import httpx
 
 from devhost.stack import ServedEmulator, start_devhost
-from tests.integration.helpers import job, patch_users, poll_job, wait_until
+from tests.integration.helpers import patch_users, poll_job, wait_until
 
 JOB = "traced-job"
+SECRET = "S3cr3t-telemetry"  # planted in a body, a header value and the correlation id
+
+
+def _submission() -> str:
+    operations = patch_users(25)
+    operations[2]["body"] = {"jobTitle": f"{SECRET}-body"}
+    operations[3]["headers"] = {"client-request-id": f"{SECRET}-header"}
+    return json.dumps({"jobId": JOB, "correlationId": f"{SECRET}-cid", "operations": operations})
 
 
 def _printed(log: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -61,9 +69,7 @@ def test_a_jobs_spans_from_submission_to_its_last_batch_form_one_trace_printed_w
     host = start_devhost(env, tmp_path / "devhost.log")
     try:
         with httpx.Client(timeout=30) as client:
-            accepted = client.post(
-                f"{host.base_url}/api/jobs?code={host.key}", content=job(patch_users(25), JOB)
-            )
+            accepted = client.post(f"{host.base_url}/api/jobs?code={host.key}", content=_submission())
             assert accepted.status_code == 202, accepted.text
             final = poll_job(client, accepted.headers["Location"], timeout=60)[-1]
         assert final.status_code == 200
@@ -122,7 +128,9 @@ def test_a_jobs_spans_from_submission_to_its_last_batch_form_one_trace_printed_w
     records = _of_job(spans, "job.record")
     assert sum(record["attributes"].get("rowsSucceeded", 0) for record in records) == 25
     assert sum(record["attributes"].get("rowsRequeued", 0) for record in records) == 1
-    assert "Title 7" not in json.dumps(mine)  # bodies never reach a span
+    printed = json.dumps(spans + metrics)
+    assert "Title 7" not in printed  # bodies never reach a span or a metric
+    assert SECRET not in printed
 
     assert sum(m["value"] for m in _points(metrics, "graph.throttled", scope="item")) == 1
     assert sum(m["count"] for m in _points(metrics, "queue.age", queue="work")) == 2  # both deliveries
