@@ -262,6 +262,12 @@ def _start_stack(stack: contextlib.ExitStack, children: list[subprocess.Popen[by
     api = f"http://127.0.0.1:{port}/api"
     graph = os.environ["GRAPH_BASE_URL"]
     key = f"{KEY_HEADER}: {keys.default}"
+    exporter = os.environ.get("TELEMETRY_EXPORTER", "off")
+    telemetry = (
+        'Spans and metrics print here, one JSON line each (TELEMETRY_EXPORTER=console; README "Operating").\n'
+        if exporter == "console"
+        else f"Telemetry: TELEMETRY_EXPORTER={exporter}.\n"
+    )
     print(
         "\nThe stack is up. Submit a job:\n\n"
         f"  curl -si -X POST {api}/jobs -H 'Content-Type: application/json' -H '{key}' \\\n"
@@ -269,6 +275,7 @@ def _start_stack(stack: contextlib.ExitStack, children: list[subprocess.Popen[by
         f"then poll the Location it answers with (e.g. curl -s -H '{key}' {api}/jobs/hello-graph).\n"
         f"The function key is from {keys.source}; sent as ?code= instead, it is kept in the Location.\n"
         f"Graph: {graph}  (emulator calls: {graph.rsplit('/', 1)[0]}/_emulator/calls)\n"
+        f"{telemetry}"
         "Ctrl-C stops everything.\n",
         flush=True,
     )
