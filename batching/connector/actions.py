@@ -14,7 +14,8 @@ repeating its value) and builds the job's operations with ids the maker recognis
   Microsoft 365 group with the owners as owners and members, sent as Graph's upsert keyed by
   its mailNickname (`uniqueName`), so it is never made twice; `team` is `PUT
   /groups/{id}/team`, retried while Graph replicates the new group (404s for up to 15 minutes
-  are documented); then `channel:{name}` per channel. Every step is safe to repeat, so a
+  are documented); `member-1`.. read each further member's id and `membership-1`.. add them
+  to the group; then `channel:{name}` per channel. Every step is safe to repeat, so a
   crash, a redelivery or the same flow run again never makes a second group, team or channel.
 
 The final result is the job's (counts, one item per operation) plus, for a team, the ids a flow
@@ -51,6 +52,7 @@ MAX_UPDATES_PER_CALL: Final = 1000
 MAX_GROUPS_PER_CALL: Final = 100
 MAX_OWNERS: Final = 10  # owners and members bound at group creation: Graph takes at most 20
 MAX_CHANNELS: Final = 50
+MAX_MEMBERS: Final = 100
 CLEAR: Final = "#clear"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -385,6 +387,7 @@ class CreateTeamInput(_ActionInput):
     description: Annotated[str | None, _text(1024)] = None
     visibility: Literal["Private", "Public"] = "Private"
     owners: Annotated[list[UserRef], Field(min_length=1, max_length=MAX_OWNERS)]
+    members: Annotated[list[UserRef], Field(max_length=MAX_MEMBERS)] = Field(default_factory=list)
     channels: Annotated[list[NewChannel], Field(max_length=MAX_CHANNELS)] = Field(default_factory=list)
 
     @field_validator("owners")
@@ -392,6 +395,12 @@ class CreateTeamInput(_ActionInput):
     def _each_owner_once(cls, owners: list[str]) -> list[str]:
         _unique(owners, "the owner of")
         return owners
+
+    @field_validator("members")
+    @classmethod
+    def _each_member_once(cls, members: list[str]) -> list[str]:
+        _unique(members, "the member of")
+        return members
 
     @field_validator("channels")
     @classmethod
@@ -440,6 +449,25 @@ class CreateTeamInput(_ActionInput):
         }
         if self.description:
             group["description"] = self.description
+        members = [
+            {
+                "id": f"member-{n}",
+                "method": "GET",
+                "url": f"/users/{_segment(member)}?$select=id,userPrincipalName",
+            }
+            for n, member in enumerate(self.members, start=1)
+        ]
+        # Members join the group (Teams takes the group's members): one reference each, so an
+        # unknown member fails alone, and one already in the group is "already existed".
+        memberships = [
+            {
+                "id": f"membership-{n}",
+                "method": "POST",
+                "url": "/groups/{{group.id}}/members/$ref",
+                "body": {"@odata.id": f"{graph_root}/directoryObjects/{{{{member-{n}.id}}}}"},
+            }
+            for n in range(1, len(self.members) + 1)
+        ]
         channels = [
             {
                 "id": f"channel:{channel.display_name}",
@@ -455,8 +483,10 @@ class CreateTeamInput(_ActionInput):
         ]
         return [
             *owners,
+            *members,
             {"id": "group", "method": "POST", "url": "/groups", "body": group},
             {"id": "team", "method": "PUT", "url": "/groups/{{group.id}}/team", "body": {}},
+            *memberships,
             *channels,
         ]
 

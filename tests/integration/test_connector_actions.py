@@ -122,12 +122,13 @@ def test_create_a_team_with_channels_in_one_action_despite_replication_lag_and_n
     devhost: DevHost, graph: ServedEmulator
 ) -> None:
     tenant = graph.emulator.tenant
-    tenant.seed_users(2)
+    tenant.seed_users(3)
     graph.emulator.configure({"replicationLagSeconds": 2, "teamRequiresOwner": True})
     document = {
         "displayName": "Project Falcon",
         "description": "Everything about Falcon",
         "owners": ["user1@contoso.com", "user2@contoso.com"],
+        "members": ["user3@contoso.com"],
         "channels": [{"displayName": "Planning"}, {"displayName": "Design", "description": "Drawings"}],
     }
     result = _run(devhost, "actions/create-team", {**document, "jobId": "falcon-1"})
@@ -136,10 +137,12 @@ def test_create_a_team_with_channels_in_one_action_despite_replication_lag_and_n
     group_id = result["groupId"]
     assert result["teamId"] == group_id
     ops = _by_id(result)
-    assert list(ops) == ["owner-1", "owner-2", "group", "team", "channel:Planning", "channel:Design"]
+    steps = ["owner-1", "owner-2", "member-1", "group", "team", "membership-1"]
+    assert list(ops) == [*steps, "channel:Planning", "channel:Design"]
     assert ops["team"]["body"]["id"] == group_id
     owners = {_user(graph, f"user{n}@contoso.com")["id"] for n in (1, 2)}
-    assert tenant.owners[group_id] == owners == tenant.members[group_id]
+    assert tenant.owners[group_id] == owners
+    assert tenant.members[group_id] == {*owners, _user(graph, "user3@contoso.com")["id"]}
     assert {c["displayName"] for c in tenant.channels[group_id]} == {"General", "Planning", "Design"}
     team_sends = [i for c in graph.emulator.batch_calls() for i in c["items"] if i["url"].endswith("/team")]
     assert team_sends[0]["status"] == 404  # Graph had not replicated the new group yet
@@ -151,8 +154,10 @@ def test_create_a_team_with_channels_in_one_action_despite_replication_lag_and_n
     assert {op["id"]: op.get("note") for op in again["operations"]} == {
         "owner-1": None,
         "owner-2": None,
+        "member-1": None,
         "group": "already existed",
         "team": "already existed",
+        "membership-1": "already existed",
         "channel:Planning": "already existed",
         "channel:Design": "already existed",
     }

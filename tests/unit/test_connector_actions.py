@@ -132,6 +132,7 @@ def test_create_a_team_runs_owners_group_team_and_channels_in_order_each_safe_to
             "displayName": "Project Falcon",
             "description": "Everything about Falcon",
             "owners": ["ada@contoso.com", "grace@contoso.com"],
+            "members": ["alan@contoso.com"],
             "channels": [{"displayName": "Planning", "description": "Dates"}, {"displayName": "Design"}],
         },
     )
@@ -139,19 +140,23 @@ def test_create_a_team_runs_owners_group_team_and_channels_in_order_each_safe_to
     assert [op["id"] for op in operations] == [
         "owner-1",
         "owner-2",
+        "member-1",
         "group",
         "team",
+        "membership-1",
         "channel:Planning",
         "channel:Design",
     ]
-    group = operations[2]["body"]
+    group = operations[3]["body"]
     assert (group["groupTypes"], group["mailEnabled"], group["securityEnabled"]) == (["Unified"], True, False)
     assert group["uniqueName"] == group["mailNickname"] == "ProjectFalcon"
     owners = [f"{GRAPH}/users/{{{{owner-{n}.id}}}}" for n in (1, 2)]
     assert group["owners@odata.bind"] == owners == group["members@odata.bind"]
-    assert operations[3]["url"] == "/groups/{{group.id}}/team"
-    assert operations[4]["url"] == "/teams/{{team.id}}/channels"
-    assert operations[4]["body"] == {
+    assert operations[4]["url"] == "/groups/{{group.id}}/team"
+    assert operations[5]["url"] == "/groups/{{group.id}}/members/$ref"
+    assert operations[5]["body"] == {"@odata.id": f"{GRAPH}/directoryObjects/{{{{member-1.id}}}}"}
+    assert operations[6]["url"] == "/teams/{{team.id}}/channels"
+    assert operations[6]["body"] == {
         "displayName": "Planning",
         "membershipType": "standard",
         "description": "Dates",
@@ -162,6 +167,7 @@ def test_create_a_team_runs_owners_group_team_and_channels_in_order_each_safe_to
     by_id = {op.id: op for op in parsed.operations}
     assert by_id["team"].depends_on == ("group",)
     assert by_id["group"].depends_on == ("owner-1", "owner-2")
+    assert set(by_id["membership-1"].depends_on) == {"group", "member-1"}
     # Every create is one Graph never carries out twice: the group goes as the uniqueName upsert.
     group_sent = repeatable(parsed.job_id, by_id["group"])
     assert create_kind(group_sent) is Create.GROUP_UPSERT
