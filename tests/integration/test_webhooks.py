@@ -84,6 +84,8 @@ def test_the_webhook_action_posts_the_results_once_to_a_receiver_that_failed_twi
         wait_until(lambda: receiver.taken, timeout=60)
         time.sleep(CHECK_MIN_SECONDS + 2)  # a second POST would have come by now
         final = client.get(f"{hook_host.base_url}/api/jobs/hook-1", headers=hook_host.headers)
+        # Power Automate unsubscribes once the action has its results: nothing changes.
+        assert client.delete(subscribed.headers["Location"]).status_code == 204
 
     assert receiver.attempts == 3  # 503, 503, then taken
     [taken] = receiver.taken
