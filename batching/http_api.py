@@ -30,7 +30,8 @@ async def post_job(req: func.HttpRequest, service: ProvisioningService) -> func.
     body = req.get_body()
     if len(body) > MAX_BODY_BYTES:
         return _problem(413, "The job is too large", [Problem("body", f"is over {MAX_BODY_BYTES} bytes")])
-    return await _answer_submission(req, service, await service.submit(body))
+    submitted = await service.submit(body, base_url=_base_url(req, service))
+    return await _answer_submission(req, service, submitted)
 
 
 async def post_action(
@@ -63,7 +64,6 @@ async def _answer_submission(
             [Problem("jobId", "already names a job with a different body")],
         )
     assert isinstance(result, Accepted)
-    await _arm_callback(req, service, result)
     if not result.created:
         return await get_job_by_id(req, service, result.summary.job_id)
     return _accepted(
@@ -81,10 +81,9 @@ async def subscribe_job(req: func.HttpRequest, service: ProvisioningService) -> 
     body = req.get_body()
     if len(body) > MAX_BODY_BYTES:
         return _problem(413, "The job is too large", [Problem("body", f"is over {MAX_BODY_BYTES} bytes")])
-    result = await service.submit(body, callback_required=True)
+    result = await service.submit(body, base_url=_base_url(req, service), callback_required=True)
     if not isinstance(result, Accepted):
         return await _answer_submission(req, service, result)
-    await _arm_callback(req, service, result)
     job_id = result.summary.job_id
     view = await service.job(job_id)
     summary = view.summary if view is not None else result.summary
@@ -107,16 +106,6 @@ async def unsubscribe_job(req: func.HttpRequest, service: ProvisioningService) -
         return _problem(404, "No such job", [Problem("jobId", "names no job")])
     # No body; the content type is still one the definition declares (the host adds one anyway).
     return func.HttpResponse(status_code=204, mimetype="application/json")
-
-
-async def _arm_callback(req: func.HttpRequest, service: ProvisioningService, result: Accepted) -> None:
-    """A job that came with a callbackUrl gets its results there; the status URL in them
-    carries no function key (the receiver is not a caller of this API)."""
-    if result.callback_url is None:
-        return
-    job_id = result.summary.job_id
-    public_status_url = f"{_base_url(req, service)}/api/jobs/{job_id}"
-    await service.callbacks.arm(job_id, result.callback_url, public_status_url, result.summary.pending)
 
 
 async def get_job(req: func.HttpRequest, service: ProvisioningService) -> func.HttpResponse:

@@ -214,7 +214,7 @@ def _check_callback_url(value: str, info: ValidationInfo) -> str:
     a door that passes none (the queue) takes no callbacks."""
     allowed = (info.context or {}).get("callback_hosts")
     if allowed is None:
-        raise ValueError("is taken only over HTTP (POST /api/jobs, or the webhook action), not on the queue")
+        raise ValueError("is taken only by the HTTP API (POST /api/jobs, or the webhook action)")
     problems = callback_url_problems(value, allowed)
     if problems:
         raise ValueError("; ".join(problems))

@@ -54,7 +54,6 @@ QueueSource = Literal["jobs", "work", "bulk"]
 class Accepted:
     summary: JobSummary
     created: bool
-    callback_url: str | None = None  # where the results go when done (see CallbackDesk.arm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +220,19 @@ class ProvisioningService:
 
     @telemetry.spanned("job.submit", describe=_submitted)
     async def submit(
-        self, raw: bytes, *, action: str | None = None, callback_required: bool = False
+        self,
+        raw: bytes,
+        *,
+        action: str | None = None,
+        base_url: str | None = None,
+        callback_required: bool = False,
     ) -> Accepted | Invalid | Conflict:
         """Validate, record and enqueue a job; the same jobId and body again is the same job.
-        `action` names the connector action that built it, for its result's own fields."""
-        parsed = parse_job(raw, callback_hosts=self.callback_hosts, callback_required=callback_required)
+        `action` names the connector action that built it, for its result's own fields.
+        `base_url` is the app's own, as the HTTP caller reached it: only a caller that gives
+        it may set a `callbackUrl` (armed here, its status URL under that base)."""
+        hosts = self.callback_hosts if base_url is not None else None
+        parsed = parse_job(raw, callback_hosts=hosts, callback_required=callback_required)
         if isinstance(parsed, Rejection):
             return Invalid(parsed.problems)
         job = parsed
@@ -241,14 +248,26 @@ class ProvisioningService:
             if existing is None or existing.body_hash != job.body_hash:
                 return Conflict(job.job_id)
             if existing.enqueued:
-                return Accepted(existing, created=False, callback_url=job.callback_url)
+                await self._arm_callback(job, existing, base_url)
+                return Accepted(existing, created=False)
             summary = existing  # recorded earlier but never queued: finish that now
         # No Pending rows: each operation's row is written once, when it finishes (it carries
         # its place in the job), so a flow's job costs one write before its work is queued.
         await asyncio.gather(*(self.queues.work.send(message) for message in messages))
         await self.store.mark_enqueued(job.job_id)
         summary.enqueued = True
-        return Accepted(summary, created=True, callback_url=job.callback_url)
+        await self._arm_callback(job, summary, base_url)
+        return Accepted(summary, created=True)
+
+    async def _arm_callback(self, job: Job, summary: JobSummary, base_url: str | None) -> None:
+        """A job with a callbackUrl gets its results there once done. Armed after the job is
+        queued: a caller whose submission failed before the answer submits again, and the
+        same job and URL again is the same callback. The status URL in the results carries no
+        function key (the receiver is no caller of this API)."""
+        if job.callback_url is None or base_url is None:
+            return
+        status_url = f"{base_url.rstrip('/')}/api/jobs/{job.job_id}"
+        await self.callbacks.arm(job.job_id, job.callback_url, status_url, summary.pending)
 
     async def job(self, job_id: str) -> JobView | None:
         summary = await self.store.get_summary(job_id)
