@@ -600,3 +600,31 @@ print("work done")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "work done" in result.stdout
     assert key not in result.stdout + result.stderr
+
+
+def test_queue_age_counts_from_when_a_message_was_due_not_from_when_a_delayed_retry_was_sent(
+    recording: _Recording,
+) -> None:
+    sent = datetime.now(UTC).timestamp() - 60  # put back a minute ago, with a 50 s delay
+    unit = _unit("job-a", 1, trace=MessageTrace(traceparent=CARRIED, visible_at=sent + 50))
+    started = int((sent + 62) * 1e9)  # taken in 12 s after it became visible
+    taken = telemetry.received(
+        unit,
+        source="work",
+        queue="provisioning-work",
+        dequeue_count=1,
+        inserted_on=datetime.fromtimestamp(sent, UTC),
+        started=started,
+    )
+    (intake,) = recording.named("job.intake")
+    assert intake.attributes is not None
+    assert intake.attributes["queueAgeSeconds"] == pytest.approx(12, abs=0.01)
+    assert intake.parent is not None
+    assert f"{intake.parent.span_id:016x}" == CARRIED.split("-")[2]  # continues the carried trace
+    assert taken is not None
+    assert taken.trace is not None
+    assert taken.trace.traceparent == f"00-{intake.context.trace_id:032x}-{intake.context.span_id:016x}-01"
+    ((attributes, age),) = recording.points("queue.age")
+    assert attributes == {"queue": "work"}
+    assert age.count == 1
+    assert age.sum == pytest.approx(12, abs=0.01)
