@@ -224,6 +224,8 @@ module operatorRoles 'modules/operators.bicep' = if (!empty(operators)) {
   params: {
     storageAccountName: storage.outputs.name
     bulkContainerName: names.bulkContainer
+    appInsightsName: monitoring.outputs.appInsightsName
+    workbookName: operationsWorkbook.outputs.name
     principalIds: operators
   }
 }

@@ -98,6 +98,7 @@ ROLE = {
     "queue data contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "queue data message sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
     "table data contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "monitoring reader": "43d0d8ad-25c7-4714-9337-8ba259a9fe05",
 }
 CONTAINERS = "Microsoft.Storage/storageAccounts/blobServices/containers"
 ACCOUNTS = "Microsoft.Storage/storageAccounts"
@@ -435,11 +436,14 @@ def test_zone_redundancy_is_optional_and_covers_the_plan_and_its_storage() -> No
 
 def test_operators_get_the_data_roles_the_cli_needs_and_nothing_else() -> None:
     """Blob contributor on the bulk container (never the deployment package: that is code run
-    with the app's Graph permissions), queue and table contributor on the account."""
+    with the app's Graph permissions), queue and table contributor on the account, and
+    Monitoring Reader on the app's telemetry and its workbook (README "Operating")."""
     operator_roles = {
         (ROLE["blob data contributor"], CONTAINERS, "bulk-user-updates"),
         (ROLE["queue data contributor"], ACCOUNTS, "<storage.outputs.name>"),
         (ROLE["table data contributor"], ACCOUNTS, "<storage.outputs.name>"),
+        (ROLE["monitoring reader"], "Microsoft.Insights/components", "<monitoring.outputs.appInsightsName>"),
+        (ROLE["monitoring reader"], "Microsoft.Insights/workbooks", "<operationsWorkbook.outputs.name>"),
     }
     for env, resources in _deployed():
         operators = set(_ids(env.get("OPERATOR_PRINCIPAL_IDS")))
