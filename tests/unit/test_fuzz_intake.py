@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from batching import http_api
 from batching.allowlist import ALLOWED_OPERATIONS, header_problems, sendable_problems, url_as_sent
 from batching.callers import PRINCIPAL_HEADER
+from batching.connector.callback_urls import AllowedHosts
 from batching.errors import Problem
 from batching.intake import (
     MalformedWorkMessage,
@@ -1014,9 +1015,13 @@ class _DoorService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.jobs: dict[str, JobSummary] = {}
+        self.callback_hosts = AllowedHosts.parse(settings.callback_allowed_hosts)
 
-    async def submit(self, raw: bytes) -> Accepted | Invalid | Conflict:
-        parsed = parse_job(raw)
+    async def submit(
+        self, raw: bytes, *, base_url: str | None = None, callback_required: bool = False
+    ) -> Accepted | Invalid | Conflict:
+        hosts = self.callback_hosts if base_url is not None else None  # as the service does
+        parsed = parse_job(raw, callback_hosts=hosts, callback_required=callback_required)
         if isinstance(parsed, Rejection):
             return Invalid(parsed.problems)
         try:
