@@ -114,17 +114,29 @@ class BatchCoalescer:
             return await self._send(items, priority, claim, traces)
 
     async def send_now(
-        self, items: Sequence[BatchRequestItem], *, priority: Priority = Priority.NORMAL
+        self,
+        items: Sequence[BatchRequestItem],
+        *,
+        priority: Priority = Priority.NORMAL,
+        reserved: bool = False,
     ) -> dict[str, ItemResponse]:
         """One `$batch` of up to `batch_size` items, sent as soon as the pacer allows and never
         held back to be filled: for reads that follow one another, such as the pages of a
-        listing, where each waits for the one before."""
+        listing, where each waits for the one before. `reserved`: the caller already took this
+        batch's cost from the budget (`reserve`), so it is not paced again."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         waiting = [_Waiting(item, priority, loop.create_future(), now) for item in items[: self._size]]
-        await self._dispatch(waiting)
+        await self._dispatch(waiting, reserved=reserved)
         answers = await asyncio.gather(*(w.answer for w in waiting))
         return {w.item.key: answer for w, answer in zip(waiting, answers, strict=True)}
+
+    async def reserve(self, cost: RequestCost) -> None:
+        """Take `cost` from the fleet's budget now, for calls sent later with `reserved`: a
+        chain of calls that each wait for the one before reserves ahead, so the budget's round
+        trip is not added to every call."""
+        if self._pacer is not None:
+            await self._pacer.acquire(cost)
 
     @contextlib.asynccontextmanager
     async def waiting(self) -> AsyncIterator[None]:
@@ -190,11 +202,11 @@ class BatchCoalescer:
                 batch.append(lane.popleft())
         return batch
 
-    async def _dispatch(self, batch: list[_Waiting]) -> None:
+    async def _dispatch(self, batch: list[_Waiting], *, reserved: bool = False) -> None:
         # Claimed while this batch waits its own turn at the pacer (never while it waits behind
         # other batches), so the claim's round trip is hidden in the wait Graph's pace imposes.
         try:
-            claimed, paced = await asyncio.gather(_claimed(batch), self._paced(batch))
+            claimed, paced = await asyncio.gather(_claimed(batch), self._paced(batch, reserved=reserved))
         except BaseException as error:
             _fail(batch, error)
             raise
@@ -206,10 +218,10 @@ class BatchCoalescer:
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _paced(self, batch: list[_Waiting]) -> tuple[int, int]:
+    async def _paced(self, batch: list[_Waiting], *, reserved: bool = False) -> tuple[int, int]:
         """Wait for the pacer to let `batch` go; when the wait began and ended (for telemetry)."""
         began = telemetry.now()
-        if self._pacer is not None:
+        if self._pacer is not None and not reserved:
             await self._pacer.acquire(_cost(batch))
         else:
             await asyncio.sleep(0)

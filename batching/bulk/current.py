@@ -21,6 +21,7 @@ with backoff; anything else, or too many failures, raises `ReadFailed`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -36,7 +37,7 @@ from pydantic import JsonValue
 from batching.allowlist import GRAPH_HOSTS, sendable_problems, url_as_sent
 from batching.coalescer import BatchCoalescer
 from batching.graph.client import BatchRequestItem, ItemResponse
-from batching.graph.throttling import Priority, parse_retry_after
+from batching.graph.throttling import Priority, RequestCost, parse_retry_after, request_cost
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ BATCH_SIZE: Final = 20
 PAGE_SIZE: Final = 999
 EXPANDED_PAGE_SIZE: Final = 100  # Graph pages directory objects at 100 when expanding
 MANAGER_EXPAND: Final = "manager($select=id,userPrincipalName)"
+RESERVED_PAGES: Final = 10  # a scan's read budget is taken this many pages at a time
 _MAX_ATTEMPTS: Final = 6
 _MAX_THROTTLED_SECONDS: Final = 900.0
 
@@ -179,15 +181,23 @@ class UserDirectory:
         return found
 
     async def scan(self, select: Sequence[str], *, manager: bool) -> AsyncIterator[list[CurrentUser]]:
-        """Every user of the tenant, a page at a time, following each nextLink as written."""
-        url: str | None = f"/users?{_options(select, manager)}&$top={PAGE_SIZE}"
+        """Every user of the tenant, a page at a time, following each nextLink as written.
+
+        Each page waits for the one before, so the read budget is reserved `RESERVED_PAGES`
+        pages ahead (while pages are fetched) instead of once per page."""
+        first = f"/users?{_options(select, manager)}&$top={PAGE_SIZE}"
+        reservations = _Reservations(self._coalescer, request_cost("GET", url_as_sent(first)))
+        url: str | None = first
         pages = 0
-        while url is not None:
-            body = (await self._get_all({"page": _Pending(url)}))["page"]
-            pages += 1
-            yield list(_users(body))
-            link = body.get("@odata.nextLink") if isinstance(body, dict) else None
-            url = self._relative(link) if isinstance(link, str) else None
+        try:
+            while url is not None:
+                body = (await self._get_all({"page": _Pending(url)}, reservations))["page"]
+                pages += 1
+                yield list(_users(body))
+                link = body.get("@odata.nextLink") if isinstance(body, dict) else None
+                url = self._relative(link) if isinstance(link, str) else None
+        finally:
+            await reservations.close()
         log.info("bulk: read the tenant's users in %d pages", pages)
 
     def _relative(self, link: str) -> str:
@@ -198,7 +208,9 @@ class UserDirectory:
                 return link[len(root) :]
         raise ReadFailed("Graph's next page link points outside the Graph endpoint the app uses")
 
-    async def _get_all(self, requests: Mapping[str, _Pending]) -> dict[str, Any]:
+    async def _get_all(
+        self, requests: Mapping[str, _Pending], reservations: _Reservations | None = None
+    ) -> dict[str, Any]:
         """Each request's 200 body; retried while Graph throttles or fails, then ReadFailed."""
         for pending in requests.values():
             problems = sendable_problems("GET", url_as_sent(pending.url), pending.headers, None)
@@ -209,7 +221,7 @@ class UserDirectory:
         while waiting:
             keys = list(waiting)
             chunks = [keys[start : start + BATCH_SIZE] for start in range(0, len(keys), BATCH_SIZE)]
-            answered = await asyncio.gather(*(self._send(chunk, waiting) for chunk in chunks))
+            answered = await asyncio.gather(*(self._send(chunk, waiting, reservations) for chunk in chunks))
             delay = 0.0
             for answers in answered:
                 for key, answer in answers.items():
@@ -224,11 +236,16 @@ class UserDirectory:
                 await asyncio.sleep(delay)
         return bodies
 
-    async def _send(self, keys: Sequence[str], waiting: Mapping[str, _Pending]) -> dict[str, ItemResponse]:
+    async def _send(
+        self, keys: Sequence[str], waiting: Mapping[str, _Pending], reservations: _Reservations | None
+    ) -> dict[str, ItemResponse]:
         items = [
             BatchRequestItem(key, "GET", url_as_sent(waiting[key].url), waiting[key].headers) for key in keys
         ]
-        return await self._coalescer.send_now(items, priority=Priority.LOW)
+        if reservations is None:
+            return await self._coalescer.send_now(items, priority=Priority.LOW)
+        await reservations.take()
+        return await self._coalescer.send_now(items, priority=Priority.LOW, reserved=True)
 
     def _retry_delay(self, pending: _Pending, answer: ItemResponse) -> float:
         """How long to wait before sending it again; ReadFailed when it must not be."""
@@ -247,6 +264,30 @@ class UserDirectory:
         if retry_after is not None:
             return retry_after
         return random.uniform(0, min(30.0, self._backoff * 2**pending.attempts))
+
+
+class _Reservations:
+    """The read budget for a chain of single-call reads, taken `RESERVED_PAGES` calls at a
+    time, the next block while the current one is used. At most one block is left unused when
+    the chain ends (a few resource units, never more than the budget)."""
+
+    def __init__(self, coalescer: BatchCoalescer, cost: RequestCost) -> None:
+        self._coalescer = coalescer
+        self._block = RequestCost(cost.writes * RESERVED_PAGES, cost.units * RESERVED_PAGES)
+        self._left = 0
+        self._next: asyncio.Task[None] = asyncio.create_task(coalescer.reserve(self._block))
+
+    async def take(self) -> None:
+        if self._left == 0:
+            await self._next
+            self._left = RESERVED_PAGES
+            self._next = asyncio.create_task(self._coalescer.reserve(self._block))
+        self._left -= 1
+
+    async def close(self) -> None:
+        self._next.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._next
 
 
 def _options(select: Sequence[str], manager: bool) -> str:

@@ -57,8 +57,11 @@ SUMMARY_SUFFIX: Final = ".summary.json"
 PART_OPERATIONS: Final = 60
 LEASE_SECONDS: Final = 60
 _CHECK_INTERVAL_SECONDS: Final = 1.0
-_ROWS_COUNTED_PER_SECOND: Final = 20_000
+_WATCH_INTERVAL_SECONDS: Final = 0.25
+_RECOUNT_FROM: Final = 1_000  # jobs larger than this are recounted only once nothing is Pending
 _CHUNKS_RECORDING: Final = 4
+_KEYS_PER_CHECK: Final = 14  # row keys one Table query can name beside the partition
+_WATCHED_AT_MOST: Final = 2_000  # more written operations than this: the job is recounted instead
 
 # Opens the file for one pass over it (the file is read twice: to count, then to enqueue).
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]
@@ -106,6 +109,9 @@ class BulkImporter:
         self._store = store
         self._queue = queue
         self.directory = directory
+        # Per job, the operations this process enqueued in change-aware mode, in order: the
+        # pickup watches these few instead of recounting the whole job until they are done.
+        self.sent: dict[str, list[str]] = {}
 
     async def enqueue(self, open_file: Opener, *, name: str, sha256: str) -> JobSummary:
         """The file's job, recorded and on the queue (already there when this content was seen).
@@ -152,6 +158,7 @@ class BulkImporter:
         )
         plan = await read_plan(directory, file)
         log.info("bulk job %s: reading current values by %s", job_id, plan.describe())
+        sent = self.sent.setdefault(job_id, [])
         recording: set[asyncio.Future[None]] = set()
         try:
             async for compared in compare(open_file, directory, plan):
@@ -168,6 +175,8 @@ class BulkImporter:
                         if op.id not in done:
                             rows.append(_outcome(op, OperationStatus.PENDING, line))
                             items.append(WorkItem(operation=op, seq=line))
+                            if len(sent) <= _WATCHED_AT_MOST:
+                                sent.append(op.id)
                 # Chunks are independent: a few are recorded at once while the next is compared.
                 if len(recording) >= _CHUNKS_RECORDING:
                     finished, recording = await asyncio.wait(recording, return_when=asyncio.FIRST_COMPLETED)
@@ -253,6 +262,7 @@ class _Taken:
     blob: BlobClient
     lease: BlobLeaseClient
     summary: JobSummary
+    sent: list[str] | None = None  # operations this run enqueued and has not yet seen final
 
 
 class BulkPickup:
@@ -309,7 +319,9 @@ class BulkPickup:
                     reports.append(FileReport(name, "retry", reason=f"reading current values: {error}"))
                     continue
                 if summary is not None:
-                    taken.append(_Taken(blob, lease, summary))
+                    sent = self.importer.sent.pop(summary.job_id, None)
+                    watched = sent if sent is not None and len(sent) <= _WATCHED_AT_MOST else None
+                    taken.append(_Taken(blob, lease, summary, watched))
                 elif report is not None:
                     reports.append(report)
             reports.extend(await self._finish(taken))
@@ -435,7 +447,15 @@ class BulkPickup:
         while taken:
             still: list[_Taken] = []
             for item in taken:
-                summary = await self._store.refresh_summary(item.summary.job_id) or item.summary
+                if item.sent and not await self._sent_final(item):
+                    still.append(item)  # what this run wrote is not all recorded yet
+                    continue
+                if item.summary.total > _RECOUNT_FROM and await self._store.has_pending(item.summary.job_id):
+                    still.append(item)  # a large job is recounted only once nothing is Pending
+                    continue
+                # Recounted, and the unchanged counted, in one read of every row of the job.
+                refreshed, unchanged = await self._store.recount_noting(item.summary.job_id, NO_CHANGE)
+                summary = refreshed or item.summary
                 if not summary.done:
                     still.append(item)
                     continue
@@ -445,7 +465,7 @@ class BulkPickup:
                     summary.job_id,
                     summary.body_hash,
                     summary.status.value,
-                    await result_counts(self._store, summary),
+                    result_counts(summary, unchanged),
                 )
                 await self._move(item.blob, item.lease, PROCESSED, report)
                 reports.append(report)
@@ -457,10 +477,29 @@ class BulkPickup:
                     )
                 break
             if taken:
-                # Recounting reads every row of a job: check large jobs less often.
-                largest = max(item.summary.total for item in taken)
-                await asyncio.sleep(max(_CHECK_INTERVAL_SECONDS, largest / _ROWS_COUNTED_PER_SECOND))
+                # Watching a few written operations costs a key lookup: look often then.
+                watching = all(item.sent for item in taken)
+                await asyncio.sleep(_WATCH_INTERVAL_SECONDS if watching else _CHECK_INTERVAL_SECONDS)
         return reports
+
+    async def _sent_final(self, item: _Taken) -> bool:
+        """Whether every operation this run enqueued has its final row: the last ones first
+        (the queue runs roughly in order), the rest only once those are; a few key lookups
+        per check instead of reading the whole job."""
+        assert item.sent is not None
+        job_id = item.summary.job_id
+        last = item.sent[-_KEYS_PER_CHECK:]
+        statuses = await self._store.statuses(job_id, last)
+        if not all(statuses.get(op, OperationStatus.PENDING).is_final for op in last):
+            return False
+        groups = [
+            item.sent[start : start + _KEYS_PER_CHECK] for start in range(0, len(item.sent), _KEYS_PER_CHECK)
+        ]
+        found: dict[str, OperationStatus] = {}
+        for part in await asyncio.gather(*(self._store.statuses(job_id, group) for group in groups)):
+            found.update(part)
+        item.sent = [op for op in item.sent if not found.get(op, OperationStatus.PENDING).is_final]
+        return not item.sent
 
     async def _record_unreadable(self, report: FileReport) -> None:
         assert report.job_id is not None
@@ -560,11 +599,10 @@ def _rejected(rejection: RowRejection) -> OperationOutcome:
     )
 
 
-async def result_counts(store: ResultStore, summary: JobSummary) -> dict[str, int]:
+def result_counts(summary: JobSummary, unchanged: int) -> dict[str, int]:
     """A bulk job's counts per status, and its succeeded split into changed and unchanged
     (written, or found as the file has them: note "no change")."""
     counts = summary.counts_json()
-    unchanged = await store.count_noted(summary.job_id, NO_CHANGE)
     return {**counts, "changed": counts.get("succeeded", 0) - unchanged, "unchanged": unchanged}
 
 
