@@ -185,9 +185,15 @@ class BulkImporter:
                 recording.add(asyncio.create_task(self._record_chunk(summary, rows, items)))
             for task in asyncio.as_completed(recording):
                 await task
-        finally:
+        except asyncio.CancelledError:
             for task in recording:
                 task.cancel()
+            raise
+        except BaseException:
+            # What was compared before a failed read is still recorded and written: the next
+            # run finds it final and does not send it again.
+            await asyncio.gather(*recording, return_exceptions=True)
+            raise
 
     async def _record_chunk(
         self, summary: JobSummary, rows: list[OperationOutcome], items: list[WorkItem]

@@ -5,14 +5,27 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
 
-from devhost.stack import DevHost, ServedEmulator
-from tests.integration.helpers import blob_json, blob_names, bulk_container, rows, run_bulk_pickup, wait_until
+from devhost.stack import ROOT, DevHost, ServedEmulator
+from tests.integration.helpers import (
+    blob_json,
+    blob_names,
+    bulk_container,
+    queue_length,
+    rows,
+    run_bulk_pickup,
+    wait_until,
+)
 
 HEADER = "userPrincipalName,jobTitle,department,officeLocation,accountEnabled,manager"
 
@@ -205,3 +218,67 @@ def test_a_preview_writes_nothing_and_lists_each_change_with_its_current_value(
         lambda: blob_json(app_env, "preview/monday.preview.json")["counts"]["changed"] == 2, timeout=60
     )
     assert _written(graph) == []
+
+
+def test_the_cli_previews_a_local_file_beside_it_and_prints_a_summary(
+    graph: ServedEmulator, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    graph.emulator.tenant.seed_users(30, profile=True)
+    local = tmp_path / "tuesday.csv"
+    local.write_text(
+        "\n".join([HEADER, _same(21), "user22@contoso.com,Architect,,,,user1@contoso.com"]) + "\n"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-m", "batching", "bulk", "preview", str(local)],
+        cwd=ROOT,
+        env={**os.environ, **app_env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "changed" in done.stdout
+    assert "Architect" in done.stdout
+    document = json.loads((tmp_path / "tuesday.preview.json").read_text())
+    assert document["counts"] == {"rows": 2, "changed": 1, "unchanged": 1, "notFound": 0, "rejected": 0}
+    assert (tmp_path / "tuesday.preview.csv").read_text().count("\n") == 3  # header + jobTitle + manager
+    assert _written(graph) == []
+
+
+def test_a_run_stopped_by_a_failing_read_is_resumed_by_the_next_without_writing_anything_twice(
+    graph: ServedEmulator, app_env: dict[str, str], devhost: DevHost
+) -> None:
+    graph.emulator.tenant.seed_users(450, profile=True)  # 5 pages of 100 with the manager expanded
+    changed = {n for n in range(1, 401) if n % 20 == 0}
+    lines = [
+        HEADER,
+        *(_same(n).replace(",Title ", ",Lead ") if n in changed else _same(n) for n in range(1, 401)),
+    ]
+    # The fourth page is refused once: the run stops there, with what it compared so far written.
+    graph.emulator.configure(
+        {
+            "itemFaults": [
+                {"urlContains": "skiptoken=eyJwIjogMzAw", "method": "GET", "status": 400, "times": 1}
+            ]
+        }
+    )
+    _drop(app_env, "resumed.csv", lines)
+
+    run_bulk_pickup(devhost.base_url)
+    wait_until(lambda: any(i["status"] == 400 for c in graph.emulator.batch_calls() for i in c["items"]), 60)
+    time.sleep(1)  # the pickup records what it compared before the failure and reports retry
+    wait_until(lambda: queue_length(app_env) == 0, timeout=60)
+    first_run = len(_written(graph))
+    run_bulk_pickup(devhost.base_url)
+    report = _processed(app_env, "resumed.csv")
+
+    written = [item["url"] for item in _written(graph)]
+    assert 0 < first_run < len(changed)
+    assert sorted(written) == sorted(f"/users/user{n}@contoso.com" for n in changed)  # each once
+    results = rows(app_env, report["jobId"])
+    assert len(results) == 800
+    assert {row["Status"] for row in results.values()} == {"Succeeded"}
+    assert report["counts"] == {**report["counts"], "changed": len(changed), "unchanged": 800 - len(changed)}
