@@ -79,6 +79,20 @@ async def unsubscribe_job(req: func.HttpRequest) -> func.HttpResponse:
     return await http_api.unsubscribe_job(req, await _service())
 
 
+@app.route(route="webhooks/subscriptions", methods=["POST"])
+async def subscribe_trigger(req: func.HttpRequest) -> func.HttpResponse:
+    from batching import http_api
+
+    return await http_api.subscribe_trigger(req, await _service())
+
+
+@app.route(route="webhooks/subscriptions/{subscriptionId}", methods=["DELETE"])
+async def unsubscribe_trigger(req: func.HttpRequest) -> func.HttpResponse:
+    from batching import http_api
+
+    return await http_api.unsubscribe_trigger(req, await _service())
+
+
 @app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def api_definition(req: func.HttpRequest) -> func.HttpResponse:
     from batching.connector import definition

@@ -15,6 +15,7 @@ import azure.functions as func
 from batching.callers import PRINCIPAL_HEADER, allowed_ids, caller_allowed, read_principal
 from batching.connector.actions import ActionName, action_results, build_job
 from batching.connector.polling import retry_after_seconds
+from batching.connector.subscriptions import SUBSCRIPTION_ID_PATTERN
 from batching.errors import PROBLEM_CONTENT_TYPE, Problem, problem_document
 from batching.models import JOB_ID_PATTERN
 from batching.records import JobSummary
@@ -30,7 +31,7 @@ async def post_job(req: func.HttpRequest, service: ProvisioningService) -> func.
     body = req.get_body()
     if len(body) > MAX_BODY_BYTES:
         return _problem(413, "The job is too large", [Problem("body", f"is over {MAX_BODY_BYTES} bytes")])
-    submitted = await service.submit(body, base_url=_base_url(req, service))
+    submitted = await service.submit(body, base_url=_base_url(req, service), watched=True)
     return await _answer_submission(req, service, submitted)
 
 
@@ -47,7 +48,7 @@ async def post_action(
     if isinstance(built, list):
         return _problem(400, "The input is invalid", built)
     return await _answer_submission(
-        req, service, await service.submit(json.dumps(built).encode(), action=action)
+        req, service, await service.submit(json.dumps(built).encode(), action=action, watched=True)
     )
 
 
@@ -81,7 +82,9 @@ async def subscribe_job(req: func.HttpRequest, service: ProvisioningService) -> 
     body = req.get_body()
     if len(body) > MAX_BODY_BYTES:
         return _problem(413, "The job is too large", [Problem("body", f"is over {MAX_BODY_BYTES} bytes")])
-    result = await service.submit(body, base_url=_base_url(req, service), callback_required=True)
+    result = await service.submit(
+        body, base_url=_base_url(req, service), callback_required=True, watched=True
+    )
     if not isinstance(result, Accepted):
         return await _answer_submission(req, service, result)
     job_id = result.summary.job_id
@@ -105,6 +108,46 @@ async def unsubscribe_job(req: func.HttpRequest, service: ProvisioningService) -
     if not await service.callbacks.cancel(job_id):
         return _problem(404, "No such job", [Problem("jobId", "names no job")])
     # No body; the content type is still one the definition declares (the host adds one anyway).
+    return func.HttpResponse(status_code=204, mimetype="application/json")
+
+
+async def subscribe_trigger(req: func.HttpRequest, service: ProvisioningService) -> func.HttpResponse:
+    """The webhook trigger: every job that finishes from now on is POSTed to `callbackUrl`.
+
+    201 with the subscription (never its URL) and `Location`, the URL that unsubscribes; the
+    same callback URL again is the same subscription, with the filters given last."""
+    if (refused := _refuse_caller(req, service)) is not None:
+        return refused
+    body = req.get_body()
+    if len(body) > MAX_BODY_BYTES:
+        return _problem(413, "The input is too large", [Problem("body", f"is over {MAX_BODY_BYTES} bytes")])
+    base_url = _base_url(req, service)
+    made = await service.subscriptions.subscribe(body, base_url)
+    if isinstance(made, list):
+        return _problem(400, "The subscription is invalid", made)
+    return func.HttpResponse(
+        json.dumps(made.describe()),
+        status_code=201,
+        mimetype="application/json",
+        headers={
+            "Location": _with_code(req, f"{base_url}/api/webhooks/subscriptions/{made.subscription_id}")
+        },
+    )
+
+
+async def unsubscribe_trigger(req: func.HttpRequest, service: ProvisioningService) -> func.HttpResponse:
+    """Remove a trigger subscription (its flow was turned off or deleted): nothing more is sent."""
+    if (refused := _refuse_caller(req, service)) is not None:
+        return refused
+    sub_id = req.route_params.get("subscriptionId", "")
+    if not re.fullmatch(SUBSCRIPTION_ID_PATTERN, sub_id):
+        return _problem(
+            400,
+            "The subscription id is invalid",
+            [Problem("subscriptionId", "must be 32 characters of 0-9 a-f")],
+        )
+    if not await service.subscriptions.unsubscribe(sub_id):
+        return _problem(404, "No such subscription", [Problem("subscriptionId", "names no subscription")])
     return func.HttpResponse(status_code=204, mimetype="application/json")
 
 

@@ -21,6 +21,7 @@ from batching.claims import job_ticket
 from batching.coalescer import BatchCoalescer
 from batching.connector.callback_urls import AllowedHosts
 from batching.connector.callbacks import CallbackDesk, CallbackQueue, CallbackSender
+from batching.connector.subscriptions import SubscriptionDesk, SubscriptionStore
 from batching.errors import Problem
 from batching.graph.async_operations import FollowPolicy
 from batching.graph.auth import GraphTokenAuth, TokenCredential, build_credential, check_graph_endpoint
@@ -102,6 +103,7 @@ class ProvisioningService:
         self._pace_store: TablePaceStore | None = None
         self.callback_hosts = AllowedHosts.parse(settings.callback_allowed_hosts)
         self._callbacks: CallbackDesk | None = None
+        self._subscriptions: SubscriptionDesk | None = None
 
     @property
     def callbacks(self) -> CallbackDesk:
@@ -109,6 +111,13 @@ class ProvisioningService:
         if self._callbacks is None:
             raise RuntimeError("callbacks are wired by ProvisioningService.create")
         return self._callbacks
+
+    @property
+    def subscriptions(self) -> SubscriptionDesk:
+        """The trigger's subscriptions: made over HTTP, fed by the doors that accept jobs."""
+        if self._subscriptions is None:
+            raise RuntimeError("subscriptions are wired by ProvisioningService.create")
+        return self._subscriptions
 
     @property
     def bulk(self) -> BulkPickup:
@@ -191,7 +200,15 @@ class ProvisioningService:
         service._close_graph = (http, credential)
         service._pace_store = pace_store
         telemetry.watch(pacer=pacer, coalescer=coalescer)
-        service._callbacks = _callback_desk(settings, store, service, policy)
+        callback_queue = CallbackQueue(queue_client(settings, settings.callback_queue, base64=False))
+        service._callbacks = _callback_desk(settings, store, service, policy, callback_queue)
+        service._subscriptions = SubscriptionDesk(
+            SubscriptionStore(table_client(settings, settings.subscriptions_table)),
+            callback_queue,
+            service._callbacks,
+            service.job,
+            service.callback_hosts,
+        )
         return service
 
     async def ensure_resources(self) -> None:
@@ -200,6 +217,8 @@ class ProvisioningService:
             await queue.ensure_queues()
         if self._callbacks is not None:
             await self._callbacks.ensure()
+        if self._subscriptions is not None:
+            await self._subscriptions.ensure()
 
     async def aclose(self) -> None:
         await self.store.close()
@@ -211,6 +230,8 @@ class ProvisioningService:
             await self._pace_store.close()
         if self._callbacks is not None:
             await self._callbacks.aclose()
+        if self._subscriptions is not None:
+            await self._subscriptions.aclose()
         if self._close_graph is not None:
             http, credential = self._close_graph
             await http.aclose()
@@ -226,11 +247,14 @@ class ProvisioningService:
         action: str | None = None,
         base_url: str | None = None,
         callback_required: bool = False,
+        watched: bool = False,
     ) -> Accepted | Invalid | Conflict:
         """Validate, record and enqueue a job; the same jobId and body again is the same job.
         `action` names the connector action that built it, for its result's own fields.
         `base_url` is the app's own, as the HTTP caller reached it: only a caller that gives
-        it may set a `callbackUrl` (armed here, its status URL under that base)."""
+        it may set a `callbackUrl` (armed here, its status URL under that base). `watched`: the
+        job is offered to the trigger's subscribers once done (the HTTP doors; not the
+        operator CLI, whose people may not read the subscriptions)."""
         hosts = self.callback_hosts if base_url is not None else None
         parsed = parse_job(raw, callback_hosts=hosts, callback_required=callback_required)
         if isinstance(parsed, Rejection):
@@ -254,6 +278,8 @@ class ProvisioningService:
         # No Pending rows: each operation's row is written once, when it finishes (it carries
         # its place in the job), so a flow's job costs one write before its work is queued.
         await asyncio.gather(*(self.queues.work.send(message) for message in messages))
+        if watched:
+            await self.subscriptions.watch(job.job_id, summary.pending)
         await self.store.mark_enqueued(job.job_id)
         summary.enqueued = True
         await self._arm_callback(job, summary, base_url)
@@ -323,7 +349,10 @@ class ProvisioningService:
         await leases.release()
 
     async def handle_callback_message(self, text: str, dequeue_count: int) -> None:
-        """A message of the callback queue: deliver a finished job's results, or wait more."""
+        """A message of the callback queue: deliver a finished job's results (to the webhook
+        action's flow, or to the trigger's subscribers), or wait more."""
+        if await self.subscriptions.handle(text, dequeue_count, self.settings.max_dequeue_count):
+            return
         await self.callbacks.handle(text, dequeue_count, self.settings.max_dequeue_count)
 
     def _door(self, source: QueueSource) -> WorkQueue:
@@ -433,6 +462,9 @@ class ProvisioningService:
                     door, Rejection([problem], None, job.correlation_id, ids), text, message_id
                 )
                 return None
+        # Also for a job that existed: its first delivery may have died before it was watched
+        # (a second watch sends nothing twice: each delivery is claimed).
+        await self.subscriptions.watch(job.job_id, len(job.operations))
         return WorkUnit(job.job_id, job.correlation_id, job.work_items(), ticket=job_ticket(message_id))
 
     async def _give_up(self, door: WorkQueue, source: QueueSource, extra: TakenMessage, why: str) -> None:
@@ -495,13 +527,17 @@ class ProvisioningService:
 
 
 def _callback_desk(
-    settings: Settings, store: ResultStore, service: ProvisioningService, policy: RetryPolicy
+    settings: Settings,
+    store: ResultStore,
+    service: ProvisioningService,
+    policy: RetryPolicy,
+    queue: CallbackQueue,
 ) -> CallbackDesk:
     from batching.http_api import results_document  # the body GET /api/jobs/{id} answers with
 
     return CallbackDesk(
         store,
-        CallbackQueue(queue_client(settings, settings.callback_queue, base64=False)),
+        queue,
         CallbackSender(service.callback_hosts),
         service.job,
         results_document,

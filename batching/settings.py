@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CALLBACK_QUEUE"),
         pattern=r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$",
     )
+    # The trigger's subscriptions (batching.connector.subscriptions): their callback URLs are
+    # secrets, so they live in a table of their own that only the app's identity can read.
+    subscriptions_table: str = Field(
+        default="ProvisioningSubscriptions",
+        validation_alias=AliasChoices("SUBSCRIPTIONS_TABLE"),
+        pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
+    )
     callback_allowed_hosts: str = Field(
         default="default", max_length=4096, validation_alias=AliasChoices("CALLBACK_ALLOWED_HOSTS")
     )

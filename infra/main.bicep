@@ -128,6 +128,7 @@ var names = {
   callbackPoisonQueue: 'provisioning-callbacks-poison'
   pacingTable: 'GraphPacing'
   resultsTable: 'ProvisioningResults'
+  subscriptionsTable: 'ProvisioningSubscriptions'
   bulkContainer: 'bulk-user-updates'
   deploymentContainer: 'app-package-${resourceToken}'
 }
@@ -171,7 +172,7 @@ module storage 'modules/storage.bicep' = {
       names.callbackQueue
       names.callbackPoisonQueue
     ]
-    tableNames: [names.resultsTable, names.pacingTable]
+    tableNames: [names.resultsTable, names.pacingTable, names.subscriptionsTable]
     containerNames: [names.bulkContainer, names.deploymentContainer]
   }
 }
@@ -224,6 +225,8 @@ module operatorRoles 'modules/operators.bicep' = if (!empty(operators)) {
   params: {
     storageAccountName: storage.outputs.name
     bulkContainerName: names.bulkContainer
+    resultsTableName: names.resultsTable
+    pacingTableName: names.pacingTable
     appInsightsName: monitoring.outputs.appInsightsName
     workbookName: operationsWorkbook.outputs.name
     principalIds: operators
@@ -254,6 +257,7 @@ module functionApp 'modules/functionapp.bicep' = {
     callbackAllowedHosts: callbackAllowedHosts
     resultsTable: names.resultsTable
     pacingTable: names.pacingTable
+    subscriptionsTable: names.subscriptionsTable
     bulkContainer: names.bulkContainer
     bulkSchedule: bulkSchedule
     graphBaseUrl: graphBaseUrl

@@ -41,6 +41,7 @@ def app_env(azurite: Azurite, graph: ServedEmulator) -> dict[str, str]:
         "BULK_QUEUE": f"provbulk-{suffix}",
         "CALLBACK_QUEUE": f"provcallbacks-{suffix}",
         "RESULTS_TABLE": f"Results{suffix}",
+        "SUBSCRIPTIONS_TABLE": f"Subscriptions{suffix}",
         "BULK_CONTAINER": f"bulk-{suffix}",
         # Once a year: a test runs the pickup itself, never on a quarter hour by chance.
         "BULK_SCHEDULE": "0 0 0 1 1 *",

@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Protocol
 
 import httpx
 from azure.core.exceptions import ResourceExistsError
@@ -142,6 +142,68 @@ class DeliveryOutcome:
 
 class CallbackRefused(Exception):
     """The callback may not be sent to where its URL points (now)."""
+
+
+class Delivery(Protocol):
+    """One callback to POST once: the row that holds its state, where it goes, and how its
+    message comes back later. The webhook action's callback (the job's summary row) and the
+    trigger's deliveries (`subscriptions`) are both sent by `CallbackDesk.deliver`."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def callback_id(self) -> str: ...
+
+    async def row(self) -> CallbackRow | None:
+        """The callback's state, with the ETag it is changed under; None: gone."""
+        ...
+
+    async def merge(self, fields: dict[str, Any], etag: str | None) -> bool:
+        """Merge `fields` if the row is still as read; False when it changed or is gone."""
+        ...
+
+    async def target(self) -> tuple[str, str] | None:
+        """The URL to POST to and the status URL the document names; None: no longer wanted
+        (unsubscribed). The URL is a secret: it goes to the sender only."""
+        ...
+
+    async def again(self, delay_seconds: float) -> None:
+        """Put the delivery's message back on the queue, to be handled after the delay."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _ActionDelivery:
+    """The webhook action's callback: state on the job's summary row, URL in the message."""
+
+    store: ResultStore
+    queue: CallbackQueue
+    message: CallbackMessage
+
+    @property
+    def job_id(self) -> str:
+        return self.message.job_id
+
+    @property
+    def callback_id(self) -> str:
+        return self.message.callback_id
+
+    async def row(self) -> CallbackRow | None:
+        found = await self.store.summary_entity(self.message.job_id)
+        if found is None:
+            return None
+        entity, etag = found
+        return CallbackRow.from_entity(entity, etag)
+
+    async def merge(self, fields: dict[str, Any], etag: str | None) -> bool:
+        return await self.store.merge_summary(self.message.job_id, fields, etag)
+
+    async def target(self) -> tuple[str, str] | None:
+        return self.message.url, self.message.status_url
+
+    async def again(self, delay_seconds: float) -> None:
+        await self.queue.send(self.message, delay_seconds=delay_seconds)
 
 
 # Host name and port -> the addresses it resolves to.
@@ -247,7 +309,7 @@ class CallbackQueue:
     async def close(self) -> None:
         await self._queue.close()
 
-    async def send(self, message: CallbackMessage, *, delay_seconds: float = 0) -> None:
+    async def send(self, message: BaseModel, *, delay_seconds: float = 0) -> None:
         delay = min(MAX_VISIBILITY_DELAY_SECONDS, max(0, int(delay_seconds + 0.999)))
         await self._queue.send_message(
             message.model_dump_json(by_alias=True), visibility_timeout=delay or None, time_to_live=-1
@@ -298,7 +360,8 @@ class CallbackDesk:
         await self._sender.aclose()
         await self._queue.close()
 
-    def _check_delay(self, pending: int) -> int:
+    def check_delay(self, pending: int) -> int:
+        """How long a message waiting for a job waits before it looks again."""
         return retry_after_seconds(
             pending, self._writes_per_second, lower=CHECK_MIN_SECONDS, upper=CHECK_MAX_SECONDS
         )
@@ -319,13 +382,13 @@ class CallbackDesk:
                         CallbackMessage(
                             job_id=job_id, callback_id=row.callback_id, url=url, status_url=status_url
                         ),
-                        delay_seconds=self._check_delay(pending),
+                        delay_seconds=self.check_delay(pending),
                     )
                 return
             message = CallbackMessage(
                 job_id=job_id, callback_id=uuid.uuid4().hex, url=url, status_url=status_url
             )
-            await self._queue.send(message, delay_seconds=self._check_delay(pending))
+            await self._queue.send(message, delay_seconds=self.check_delay(pending))
             fields = {
                 "CallbackId": message.callback_id,
                 "CallbackUrlHash": hashed,
@@ -354,48 +417,54 @@ class CallbackDesk:
         raise RuntimeError(f"job {job_id}: its row kept changing while its callback was cancelled")
 
     async def handle(self, text: str, dequeue_count: int, max_dequeue_count: int) -> None:
-        """One callback message: look at the job, send when it is done, or wait some more.
-
-        Raises on storage errors (the host delivers the message again), except on its last
-        delivery: then the callback is recorded as given up instead of being poisoned."""
+        """One callback message: look at the job, send when it is done, or wait some more."""
         message = read_callback_message(text)
         if message is None:
             log.warning("dropped a callback message that is not one")
             return
+        await self.deliver(
+            _ActionDelivery(self._store, self._queue, message), dequeue_count, max_dequeue_count
+        )
+
+    async def deliver(self, delivery: Delivery, dequeue_count: int, max_dequeue_count: int) -> None:
+        """Send `delivery` once its job is done, or put it back to wait some more.
+
+        Raises on storage errors (the host delivers the message again), except on its last
+        delivery: then the callback is recorded as given up instead of being poisoned."""
         try:
-            await self._handle(message)
+            await self._deliver(delivery)
         except Exception as error:
             if dequeue_count < max_dequeue_count:
                 raise
-            log.exception("job %s: callback delivery kept failing; giving up", message.job_id)
+            log.exception("job %s: callback delivery kept failing; giving up", delivery.job_id)
             with contextlib.suppress(Exception):
                 await self._settle(
-                    message,
-                    None,
-                    CallbackState.GAVE_UP,
-                    None,
-                    f"delivery failed ({type(error).__name__})",
+                    delivery, None, CallbackState.GAVE_UP, None, f"delivery failed ({type(error).__name__})"
                 )
 
-    async def _handle(self, message: CallbackMessage) -> None:
-        job_id = message.job_id
+    async def _deliver(self, delivery: Delivery) -> None:
+        job_id = delivery.job_id
         for _ in range(_ROW_RACES):
-            row = await self._row(job_id)
-            if row is None or row.callback_id != message.callback_id or row.state is None:
+            row = await delivery.row()
+            if row is None or row.callback_id != delivery.callback_id or row.state is None:
                 return  # no such job, or another subscription is current
             if row.state.is_final:
+                return
+            target = await delivery.target()
+            if target is None:  # unsubscribed meanwhile: nothing is sent
+                await self._settle(delivery, None, CallbackState.CANCELLED, None, "unsubscribed")
                 return
             view = await self._job(job_id)
             if view is None:
                 return
             if not view.summary.done:
-                await self._queue.send(message, delay_seconds=self._check_delay(view.summary.pending))
+                await delivery.again(self.check_delay(view.summary.pending))
                 return
             now = utcnow()
             if row.state is CallbackState.SENDING and row.claimed_at is not None:
                 age = (now - row.claimed_at).total_seconds()
                 if age < self._claim_timeout:  # another delivery is sending: look again later
-                    await self._queue.send(message, delay_seconds=self._claim_timeout - age + 1)
+                    await delivery.again(self._claim_timeout - age + 1)
                     return
             nonce = uuid.uuid4().hex
             claim = {
@@ -403,23 +472,24 @@ class CallbackDesk:
                 "CallbackClaimedAt": now,
                 "CallbackNonce": nonce,
             }
-            if await self._store.merge_summary(job_id, claim, row.etag):
+            if await delivery.merge(claim, row.etag):
                 break
         else:
             raise RuntimeError(f"job {job_id}: its row kept changing while its callback was claimed")
 
+        url, status_url = target
         attempts = row.attempts + 1
-        outcome = await self._sender.post(message.url, self._document(view, message.status_url))
-        host = callback_host(message.url)
+        outcome = await self._sender.post(url, self._document(view, status_url))
+        host = callback_host(url)
         if outcome.delivered:
             log.info("job %s: results delivered to %s (attempt %d)", job_id, host, attempts)
-            await self._settle(message, nonce, CallbackState.DELIVERED, attempts, "")
+            await self._settle(delivery, nonce, CallbackState.DELIVERED, attempts, "")
         elif outcome.retry and not self._policy.exhausted(attempts):
             # The receiver's Retry-After, or backoff; never longer than the backoff ceiling.
             delay = min(self._policy.delay(attempts, outcome.retry_after), self._policy.cap_seconds)
             log.info("job %s: callback to %s %s; trying again in %.0f s", job_id, host, outcome.reason, delay)
-            await self._queue.send(message, delay_seconds=delay)  # first: the claim still covers a crash
-            await self._settle(message, nonce, CallbackState.WAITING, attempts, outcome.reason)
+            await delivery.again(delay)  # first: the claim still covers a crash
+            await self._settle(delivery, nonce, CallbackState.WAITING, attempts, outcome.reason)
         else:
             log.warning(
                 "job %s: callback to %s given up after %d attempts: %s",
@@ -428,11 +498,11 @@ class CallbackDesk:
                 attempts,
                 outcome.reason,
             )
-            await self._settle(message, nonce, CallbackState.GAVE_UP, attempts, outcome.reason)
+            await self._settle(delivery, nonce, CallbackState.GAVE_UP, attempts, outcome.reason)
 
     async def _settle(
         self,
-        message: CallbackMessage,
+        delivery: Delivery,
         nonce: str | None,
         state: CallbackState,
         attempts: int | None,
@@ -441,10 +511,10 @@ class CallbackDesk:
         """Record how a delivery ended, unless the callback moved on meanwhile: a waiting
         state only over this delivery's own claim (an unsubscribe stands), a final one over
         anything not final (a POST the receiver took was delivered, whatever happened)."""
-        job_id = message.job_id
+        job_id = delivery.job_id
         for _ in range(_ROW_RACES):
-            row = await self._row(job_id)
-            if row is None or row.callback_id != message.callback_id:
+            row = await delivery.row()
+            if row is None or row.callback_id != delivery.callback_id:
                 return
             if row.state is not None and row.state.is_final:
                 return
@@ -456,7 +526,7 @@ class CallbackDesk:
             fields["CallbackClaimedAt"] = ""
             if attempts is not None:
                 fields["CallbackAttempts"] = attempts
-            if await self._store.merge_summary(job_id, fields, row.etag):
+            if await delivery.merge(fields, row.etag):
                 return
         raise RuntimeError(f"job {job_id}: its row kept changing while its callback was recorded")
 
@@ -486,8 +556,10 @@ __all__ = [
     "CallbackMessage",
     "CallbackQueue",
     "CallbackRefused",
+    "CallbackRow",
     "CallbackSender",
     "CallbackState",
+    "Delivery",
     "DeliveryOutcome",
     "read_callback_message",
     "url_hash",

@@ -20,6 +20,7 @@ param callbackQueue string
 param callbackAllowedHosts string
 param resultsTable string
 param pacingTable string
+param subscriptionsTable string
 param bulkContainer string
 param bulkSchedule string
 param graphBaseUrl string
@@ -98,6 +99,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BULK_QUEUE', value: bulkQueue }
         { name: 'RESULTS_TABLE', value: resultsTable }
         { name: 'PACING_TABLE', value: pacingTable }
+        // The trigger's subscriptions: their callback URLs are secrets, readable by this app only.
+        { name: 'SUBSCRIPTIONS_TABLE', value: subscriptionsTable }
         { name: 'GRAPH_BASE_URL', value: graphBaseUrl }
         { name: 'GRAPH_CREDENTIAL', value: 'azure' }
         { name: 'GRAPH_TIMEOUT_SECONDS', value: '60' }

@@ -7,12 +7,15 @@
 //   deployment package container holds the code the app runs with its Graph permissions.
 // - Queue: Storage Queue Data Contributor on the account: the CLI sends to the provisioning,
 //   work and bulk queues, reads and replays their poison queues, and creates any that are missing.
-// - Table: Storage Table Data Contributor on the account: the CLI reads and writes the results
-//   table, and creating a table (the CLI makes sure it exists) is an account-level action.
+// - Table: Storage Table Data Contributor on the results and pacing tables only: the CLI reads
+//   and writes them. Not on the account: the subscriptions table holds the trigger's callback
+//   URLs, secrets that start flows, which only the app's identity may read.
 // - Monitoring: Monitoring Reader on the Application Insights component and the operations
 //   workbook: read the app's spans and metrics, run the README's KQL, open the workbook.
 param storageAccountName string
 param bulkContainerName string
+param resultsTableName string
+param pacingTableName string
 param appInsightsName string
 param workbookName string
 
@@ -38,6 +41,21 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource bulkContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: bulkContainerName
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
+  parent: account
+  name: 'default'
+}
+
+resource resultsTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
+  parent: tableService
+  name: resultsTableName
+}
+
+resource pacingTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
+  parent: tableService
+  name: pacingTableName
 }
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -67,9 +85,18 @@ resource queueContributors 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   }
 }]
 
-resource tableContributors 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in principalIds: {
-  name: guid(account.id, principalId, roles.tableDataContributor)
-  scope: account
+resource resultsTableContributors 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in principalIds: {
+  name: guid(resultsTable.id, principalId, roles.tableDataContributor)
+  scope: resultsTable
+  properties: {
+    principalId: principalId
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+  }
+}]
+
+resource pacingTableContributors 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in principalIds: {
+  name: guid(pacingTable.id, principalId, roles.tableDataContributor)
+  scope: pacingTable
   properties: {
     principalId: principalId
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)

@@ -54,6 +54,7 @@ def conformance_host(
         "BULK_QUEUE": f"provbulk-{suffix}",
         "CALLBACK_QUEUE": f"provcallbacks-{suffix}",
         "RESULTS_TABLE": f"Results{suffix}",
+        "SUBSCRIPTIONS_TABLE": f"Subscriptions{suffix}",
         "PACING_TABLE": f"Pacing{suffix}",
         "BULK_CONTAINER": f"bulk-{suffix}",
         "BULK_SCHEDULE": "0 0 0 1 1 *",
@@ -199,6 +200,51 @@ def test_the_webhook_routes_give_each_declared_answer_as_declared(
     assert {str(status) for status in seen_delete} == set(declared) - {"403"}
 
 
+def test_the_trigger_routes_give_each_declared_answer_as_declared(
+    served_schema: schemathesis.BaseSchema, conformance_host: DevHost
+) -> None:
+    """Each status the trigger's subscribe and unsubscribe declare is one the host really gives,
+    in the declared shape (403 needs Entra ID sign-in: tests/integration/test_http_auth.py)."""
+    key = {KEY_HEADER: conformance_host.key}
+
+    def call(path: str, method: str, headers: dict[str, str], **kwargs: Any) -> tuple[int, Any]:
+        case = served_schema[path][method].Case(**kwargs)
+        response = case.call(headers=headers, timeout=30)
+        if response.status_code == 401:  # the host's, before the function: declared without a body
+            assert response.content == b""
+            case.validate_response(response, checks=[c for c in CHECKS if c is not content_type_conformance])
+        else:
+            case.validate_response(response, checks=CHECKS)
+        return int(response.status_code), response
+
+    subscription = {"callbackUrl": "http://127.0.0.1:9/trigger?sig=x", "action": "createUsers"}
+    made, answer = call("/webhooks/subscriptions", "POST", key, body=subscription)
+    seen_post = {
+        made,
+        call("/webhooks/subscriptions", "POST", key, body={"callbackUrl": "https://elsewhere.example/x"})[0],
+        call("/webhooks/subscriptions", "POST", {}, body=subscription)[0],
+        call(
+            "/webhooks/subscriptions",
+            "POST",
+            key,
+            body={**subscription, "correlationIdPrefix": "x" * 5_000_000},
+        )[0],
+    }
+    declared = served_schema["/webhooks/subscriptions"]["POST"].definition.raw["responses"]
+    assert {str(status) for status in seen_post} == set(declared) - {"403"}
+
+    sub_id = answer.json()["subscriptionId"]
+    path = "/webhooks/subscriptions/{subscriptionId}"
+    seen_delete = {
+        call(path, "DELETE", key, path_parameters={"subscriptionId": sub_id})[0],
+        call(path, "DELETE", key, path_parameters={"subscriptionId": "not an id!"})[0],
+        call(path, "DELETE", {}, path_parameters={"subscriptionId": sub_id})[0],
+        call(path, "DELETE", key, path_parameters={"subscriptionId": sub_id})[0],  # gone now: 404
+    }
+    declared = served_schema[path]["DELETE"].definition.raw["responses"]
+    assert {str(status) for status in seen_delete} == set(declared) - {"403"}
+
+
 def test_the_run_covers_every_operation_the_served_definition_declares(
     served_schema: schemathesis.BaseSchema, served_definition: dict[str, Any]
 ) -> None:
@@ -214,3 +260,7 @@ def test_the_run_covers_every_operation_the_served_definition_declares(
     }
     assert run == declared
     assert {("post", "/jobs"), ("post", "/webhooks/jobs"), ("delete", "/webhooks/jobs/{jobId}")} <= run
+    assert {
+        ("post", "/webhooks/subscriptions"),
+        ("delete", "/webhooks/subscriptions/{subscriptionId}"),
+    } <= run

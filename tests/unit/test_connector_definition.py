@@ -18,6 +18,7 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from batching.connector import definition as connector
+from batching.connector.actions import ActionName
 from batching.settings import get_settings
 from devhost.host import entries_of
 from devhost.keys import auth_level
@@ -560,5 +561,38 @@ def test_subscribing_answers_201_with_the_unsubscribe_location_and_unsubscribing
     assert responses["201"]["schema"] == {"$ref": "#/definitions/JobProgress"}
     unsubscribe = DEFINITION["paths"]["/webhooks/jobs/{jobId}"]["delete"]
     assert unsubscribe["x-ms-visibility"] == "internal"  # Power Automate calls it, makers do not
+    assert set(unsubscribe["responses"]) == {"204", "400", "401", "403", "404"}
+    assert "schema" not in unsubscribe["responses"]["204"]
+
+
+def test_the_trigger_takes_the_flows_notification_url_and_declares_the_job_it_posts() -> None:
+    """A webhook trigger: x-ms-trigger single, a body property Power Automate fills with the
+    flow's URL, the filters a maker picks, and the results document as its outputs."""
+    item = DEFINITION["paths"]["/webhooks/subscriptions"]
+    operation = item["post"]
+    assert operation["x-ms-trigger"] == "single"
+    assert operation["summary"] == "When a provisioning job finishes"
+    [body] = [p for p in operation["parameters"] if p["in"] == "body"]
+    schema = resolve(DEFINITION, body["schema"])
+    marked = [
+        name for name, prop in schema["properties"].items() if prop.get("x-ms-notification-url") is True
+    ]
+    assert marked == ["callbackUrl"]
+    assert schema["properties"]["callbackUrl"]["x-ms-visibility"] == "internal"
+    assert schema["required"] == ["callbackUrl"]
+    assert set(schema["properties"]) == {"callbackUrl", "onlyWithFailures", "correlationIdPrefix", "action"}
+    assert schema["properties"]["action"]["enum"] == [action.value for action in ActionName]
+    assert item["x-ms-notification-content"]["schema"] == {"$ref": "#/definitions/JobResult"}
+    assert item["x-ms-notification-content"]["description"]
+
+
+def test_the_trigger_answers_201_with_the_unsubscribe_location_and_unsubscribing_is_internal() -> None:
+    responses = DEFINITION["paths"]["/webhooks/subscriptions"]["post"]["responses"]
+    assert set(responses) == {"201", "400", "401", "403", "413"}
+    assert responses["201"]["headers"]["Location"]["format"] == "uri"
+    info = resolve(DEFINITION, responses["201"]["schema"])
+    assert "callbackUrl" not in info["properties"]  # a secret: never answered
+    unsubscribe = DEFINITION["paths"]["/webhooks/subscriptions/{subscriptionId}"]["delete"]
+    assert unsubscribe["x-ms-visibility"] == "internal"
     assert set(unsubscribe["responses"]) == {"204", "400", "401", "403", "404"}
     assert "schema" not in unsubscribe["responses"]["204"]

@@ -98,10 +98,12 @@ ROLE = {
     "queue data contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "queue data message sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
     "table data contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "table data reader": "76199698-9eea-4c19-bc75-cec21354c6b6",
     "monitoring reader": "43d0d8ad-25c7-4714-9337-8ba259a9fe05",
 }
 CONTAINERS = "Microsoft.Storage/storageAccounts/blobServices/containers"
 ACCOUNTS = "Microsoft.Storage/storageAccounts"
+TABLES = "Microsoft.Storage/storageAccounts/tableServices/tables"
 QUEUES = "Microsoft.Storage/storageAccounts/queueServices/queues"
 
 # What azd always provides, and every variable the parameters file reads with the values a
@@ -436,12 +438,15 @@ def test_zone_redundancy_is_optional_and_covers_the_plan_and_its_storage() -> No
 
 def test_operators_get_the_data_roles_the_cli_needs_and_nothing_else() -> None:
     """Blob contributor on the bulk container (never the deployment package: that is code run
-    with the app's Graph permissions), queue and table contributor on the account, and
+    with the app's Graph permissions), queue contributor on the account, table contributor on
+    the results and pacing tables (never the subscriptions table: its callback URLs are
+    secrets that start flows), and
     Monitoring Reader on the app's telemetry and its workbook (README "Operating")."""
     operator_roles = {
         (ROLE["blob data contributor"], CONTAINERS, "bulk-user-updates"),
         (ROLE["queue data contributor"], ACCOUNTS, "<storage.outputs.name>"),
-        (ROLE["table data contributor"], ACCOUNTS, "<storage.outputs.name>"),
+        (ROLE["table data contributor"], TABLES, Settings().results_table),
+        (ROLE["table data contributor"], TABLES, Settings().pacing_table),
         (ROLE["monitoring reader"], "Microsoft.Insights/components", "<monitoring.outputs.appInsightsName>"),
         (ROLE["monitoring reader"], "Microsoft.Insights/workbooks", "<operationsWorkbook.outputs.name>"),
     }
@@ -455,6 +460,23 @@ def test_operators_get_the_data_roles_the_cli_needs_and_nothing_else() -> None:
         assert people - set(_ids(env.get("PRODUCER_PRINCIPAL_IDS"))) == operators, env
         for operator in operators:
             assert _grants(resources, operator) == operator_roles, (env, operator)
+
+
+def test_only_the_app_identity_can_read_the_subscriptions_table() -> None:
+    """The trigger's callback URLs start flows: no table role on the account or on that table
+    goes to anyone but the app's identity, in any combination of settings."""
+    table_roles = {ROLE["table data contributor"], ROLE["table data reader"]}
+    for env, resources in _deployed():
+        for assignment in _role_assignments(resources):
+            role = str(assignment.properties["roleDefinitionId"])
+            if not any(role_id in role for role_id in table_roles):
+                continue
+            scope = assignment.body["scope"]
+            reaches = (
+                scope.type == ACCOUNTS or scope.name.rsplit("/", 1)[-1] == Settings().subscriptions_table
+            )
+            if reaches:
+                assert str(assignment.properties["principalId"]) == "<identity.outputs.principalId>", env
 
 
 def test_producers_may_only_send_to_the_public_queue() -> None:
@@ -514,7 +536,7 @@ def test_resource_names_match_the_code_defaults() -> None:
         f"{defaults.callback_queue}-poison",
     } <= queues
     tables = {r.body["name"] for r in resources if r.type.endswith("/tables")}
-    assert defaults.results_table in tables
+    assert {defaults.results_table, defaults.pacing_table, defaults.subscriptions_table} <= tables
     settings = _app_settings(resources)
     assert settings["BULK_CONTAINER"] == "bulk-user-updates"
     assert "bulk-user-updates" in {

@@ -1,0 +1,152 @@
+"""The webhook trigger end to end: a flow subscribes (201 + Location), each job that finishes
+and matches its filters is POSTed to it once, unsubscribing stops it. Real Azurite, the Graph
+emulator, and a local receiver in place of Power Automate."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from azure.data.tables import TableClient
+
+from batching.connector.callbacks import CHECK_MIN_SECONDS
+from devhost.stack import DevHost, ServedEmulator, start_devhost
+from tests.integration.callback_receiver import callback_receiver
+from tests.integration.helpers import all_partitions, poll_job, wait_until
+
+
+@pytest.fixture
+def trigger_env(app_env: dict[str, str]) -> dict[str, str]:
+    """Callbacks may go to the local receiver: 127.0.0.1 is added to the allow-list."""
+    return {**app_env, "CALLBACK_ALLOWED_HOSTS": "default,127.0.0.1"}
+
+
+@pytest.fixture
+def trigger_host(trigger_env: dict[str, str], tmp_path: Path) -> Iterator[DevHost]:
+    host = start_devhost(trigger_env, tmp_path / "devhost.log")
+    try:
+        yield host
+    finally:
+        host.stop()
+        print(host.log()[-4000:])
+
+
+def _job(job_id: str, correlation_id: str) -> dict[str, Any]:
+    return {
+        "jobId": job_id,
+        "correlationId": correlation_id,
+        "operations": [
+            {
+                "id": "title",
+                "method": "PATCH",
+                "url": "/users/user1@contoso.com",
+                "body": {"jobTitle": "Pilot"},
+            },
+            {
+                "id": "nobody",
+                "method": "PATCH",
+                "url": "/users/nobody@contoso.com",
+                "body": {"jobTitle": "x"},
+            },
+        ],
+    }
+
+
+def _stored(env: dict[str, str]) -> list[dict[str, Any]]:
+    with TableClient.from_connection_string(env["AzureWebJobsStorage"], env["SUBSCRIPTIONS_TABLE"]) as table:
+        return [dict(entity) for entity in table.list_entities()]
+
+
+def test_a_subscribed_flow_gets_each_matching_job_once_and_nothing_after_it_unsubscribes(
+    trigger_host: DevHost, trigger_env: dict[str, str], graph: ServedEmulator
+) -> None:
+    graph.emulator.tenant.seed_users(1)
+    secret = f"S3cr3tSig{uuid.uuid4().hex}"
+    base = trigger_host.base_url
+    with callback_receiver(fail_first=2) as receiver, httpx.Client(timeout=30) as client:
+        subscription = {"callbackUrl": receiver.url(secret), "correlationIdPrefix": "hr-"}
+        first = client.post(f"{base}/api/webhooks/subscriptions?code={trigger_host.key}", json=subscription)
+        # Power Automate subscribes again when the flow is saved: the same subscription.
+        again = client.post(f"{base}/api/webhooks/subscriptions?code={trigger_host.key}", json=subscription)
+        for answer in (first, again):
+            assert answer.status_code == 201, answer.text
+            assert secret not in answer.text
+            assert secret not in str(answer.headers)
+        assert again.headers["Location"] == first.headers["Location"]
+        location = first.headers["Location"]
+        sub_id = first.json()["subscriptionId"]
+        assert location == f"{base}/api/webhooks/subscriptions/{sub_id}?code={trigger_host.key}"
+        assert first.json() == {
+            "subscriptionId": sub_id,
+            "onlyWithFailures": False,
+            "correlationIdPrefix": "hr-",
+        }
+        assert [e["RowKey"] for e in _stored(trigger_env) if e["PartitionKey"] == "subscriptions"] == [sub_id]
+
+        for job_id, correlation_id in (("hr-job", "hr-2041"), ("sales-job", "sales-2041")):
+            submitted = client.post(
+                f"{base}/api/jobs", json=_job(job_id, correlation_id), headers=trigger_host.headers
+            )
+            assert submitted.status_code == 202, submitted.text
+        wait_until(lambda: receiver.taken, timeout=60)
+        assert poll_job(client, f"{base}/api/jobs/sales-job?code={trigger_host.key}")[-1].status_code == 200
+        time.sleep(CHECK_MIN_SECONDS + 3)  # a second POST, or the other job's, would have come by now
+        final = client.get(f"{base}/api/jobs/hr-job", headers=trigger_host.headers)
+
+        assert client.delete(location).status_code == 204
+        after = client.post(
+            f"{base}/api/jobs", json=_job("hr-after", "hr-2042"), headers=trigger_host.headers
+        )
+        assert after.status_code == 202
+        assert poll_job(client, f"{base}/api/jobs/hr-after?code={trigger_host.key}")[-1].status_code == 200
+        time.sleep(CHECK_MIN_SECONDS + 3)
+        gone = client.delete(location)
+
+    assert receiver.attempts == 3  # 503, 503, then taken; nothing for sales-job or hr-after
+    [taken] = receiver.taken
+    assert taken.path.endswith(f"sig={secret}")
+    assert "authorization" not in taken.headers
+    assert "x-functions-key" not in taken.headers
+    # The same document the status URL answers with 200, its status URL keyless.
+    assert final.status_code == 200
+    assert taken.body == {**final.json(), "statusUrl": f"{base}/api/jobs/hr-job"}
+    assert (taken.body["jobId"], taken.body["status"]) == ("hr-job", "PartiallySucceeded")
+    assert gone.status_code == 404
+    assert gone.json()["errors"][0]["field"] == "subscriptionId"
+    assert not [e for e in _stored(trigger_env) if e["PartitionKey"] == "subscriptions"]
+    # The URL is only ever in the subscriptions table: no result row, log line or answer has it.
+    assert secret not in json.dumps(all_partitions(trigger_env), default=str)
+    assert secret not in trigger_host.log()
+
+
+def test_a_callback_url_off_the_allow_list_or_a_bad_filter_is_a_400_naming_the_field(
+    trigger_host: DevHost, trigger_env: dict[str, str]
+) -> None:
+    secret = f"S3cr3tSig{uuid.uuid4().hex}"
+    url = f"{trigger_host.base_url}/api/webhooks/subscriptions"
+    with httpx.Client(timeout=30, headers=trigger_host.headers) as client:
+        elsewhere = client.post(url, json={"callbackUrl": f"https://evil.example/x?sig={secret}"})
+        private = client.post(url, json={"callbackUrl": f"https://10.0.0.8/x?sig={secret}"})
+        missing = client.post(url, json={"correlationIdPrefix": "hr-"})
+        bad_filters = client.post(
+            url,
+            json={"callbackUrl": "http://127.0.0.1:9/x", "onlyWithFailures": "sometimes", "action": "fly"},
+        )
+        bad_id = client.delete(f"{url}/not-an-id")
+    for answer in (elsewhere, private, missing):
+        assert answer.status_code == 400, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in answer.json()["errors"]] == ["callbackUrl"]
+        assert secret not in answer.text
+    assert bad_filters.status_code == 400
+    assert sorted(e["field"] for e in bad_filters.json()["errors"]) == ["action", "onlyWithFailures"]
+    assert "sometimes" not in bad_filters.text
+    assert bad_id.status_code == 400
+    assert [e["field"] for e in bad_id.json()["errors"]] == ["subscriptionId"]
+    assert not _stored(trigger_env)
