@@ -193,6 +193,7 @@ class BulkImporter:
             # What was compared before a failed read is still recorded and written: the next
             # run finds it final and does not send it again.
             await asyncio.gather(*recording, return_exceptions=True)
+            self.sent.pop(job_id, None)  # the run that resumes it recounts instead
             raise
 
     async def _record_chunk(
@@ -330,8 +331,9 @@ class BulkPickup:
                     taken.append(_Taken(blob, lease, summary, watched))
                 elif report is not None:
                     reports.append(report)
+            # Previews first: an admin waits for them, while applied files wait for their jobs.
+            reports.extend([report async for report in self._previews()])
             reports.extend(await self._finish(taken))
-        reports.extend([report async for report in self._previews()])
         for report in reports:
             log.info("bulk file %s: %s %s", report.file, report.outcome, report.status or report.reason or "")
         return reports
