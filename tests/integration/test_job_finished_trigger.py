@@ -4,21 +4,28 @@ emulator, and a local receiver in place of Power Automate."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from azure.data.tables import TableClient
+from azure.storage.queue import QueueClient
 
 from batching.connector.callbacks import CHECK_MIN_SECONDS
+from batching.connector.subscriptions import DELIVERY_KIND, DeliveryMessage, Subscription, WatchMessage
+from batching.records import OperationOutcome, OperationStatus
+from batching.service import Accepted, ProvisioningService
+from batching.settings import Settings
 from devhost.stack import DevHost, ServedEmulator, start_devhost
 from tests.integration.callback_receiver import callback_receiver
-from tests.integration.helpers import all_partitions, poll_job, wait_until
+from tests.integration.helpers import all_partitions, poll_job, summary, wait_until
 
 
 @pytest.fixture
@@ -150,3 +157,81 @@ def test_a_callback_url_off_the_allow_list_or_a_bad_filter_is_a_400_naming_the_f
     assert bad_id.status_code == 400
     assert [e["field"] for e in bad_id.json()["errors"]] == ["subscriptionId"]
     assert not _stored(trigger_env)
+
+
+async def test_two_fan_outs_and_deliveries_at_once_post_once_and_an_unsubscribed_flow_gets_nothing(
+    app_env: dict[str, str],
+) -> None:
+    """The trigger's delivery code in this process, on the real storage: a watch handled twice
+    and a delivery handled three times (two at once) POST once; a job submitted before the
+    subscription is not offered to it; a delivery whose subscription is gone is cancelled."""
+    env = {**app_env, "CALLBACK_ALLOWED_HOSTS": "127.0.0.1"}
+    service = ProvisioningService.create(Settings(**env))  # type: ignore[arg-type]
+    await service.ensure_resources()
+    try:
+        with callback_receiver() as receiver:
+            before = await _finished_job(service, "before")
+            made = await service.subscriptions.subscribe(
+                json.dumps({"callbackUrl": receiver.url("t")}).encode(), "http://app.example"
+            )
+            assert isinstance(made, Subscription)
+            after = await _finished_job(service, "after")
+            assert _summary_created(env, "before") < made.created_at <= _summary_created(env, "after")
+
+            for job_id in (before, after):
+                watch = WatchMessage(job_id=job_id).model_dump_json(by_alias=True)
+                await asyncio.gather(*(service.handle_callback_message(watch, 1) for _ in range(2)))
+            offered = _queued(env)
+            assert (
+                offered
+                == [{"kind": DELIVERY_KIND, "jobId": "after", "subscriptionId": made.subscription_id}] * 2
+            )
+
+            delivery = json.dumps(offered[0])
+            await asyncio.gather(*(service.handle_callback_message(delivery, 1) for _ in range(2)))
+            await service.handle_callback_message(delivery, 2)
+            assert len(receiver.taken) == 1
+            assert receiver.taken[0].body["jobId"] == "after"
+            assert receiver.taken[0].body["statusUrl"] == "http://app.example/api/jobs/after"
+
+            assert await service.subscriptions.unsubscribe(made.subscription_id)
+            late = await _finished_job(service, "late")
+            late_delivery = DeliveryMessage(job_id=late, subscription_id=made.subscription_id)
+            await service.handle_callback_message(late_delivery.model_dump_json(by_alias=True), 1)
+            assert len(receiver.taken) == 1
+            rows = {e["PartitionKey"]: e for e in _stored(env)}
+            assert rows["delivery-after"]["CallbackState"] == "Delivered"
+            assert rows["delivery-late"]["CallbackState"] == "Cancelled"
+    finally:
+        await service.aclose()
+
+
+async def _finished_job(service: ProvisioningService, job_id: str) -> str:
+    document = {"jobId": job_id, "operations": [{"id": "a", "method": "GET", "url": "/users"}]}
+    accepted = await service.submit(json.dumps(document).encode(), watched=True)
+    assert isinstance(accepted, Accepted)
+    await service.store.record(
+        job_id,
+        None,
+        [OperationOutcome("a", OperationStatus.SUCCEEDED, "GET", "/users", 1, 200, {"value": []}, seq=0)],
+    )
+    await asyncio.sleep(0.01)  # the next record's clock is later
+    return job_id
+
+
+def _summary_created(env: dict[str, str], job_id: str) -> datetime:
+    created = summary(env, job_id)["CreatedAt"]
+    assert isinstance(created, datetime)
+    return created
+
+
+def _queued(env: dict[str, str]) -> list[dict[str, Any]]:
+    """The callback queue's trigger deliveries, taken off it (watch messages are left alone)."""
+    found: list[dict[str, Any]] = []
+    with QueueClient.from_connection_string(env["AzureWebJobsStorage"], env["CALLBACK_QUEUE"]) as queue:
+        for message in queue.receive_messages(max_messages=32, visibility_timeout=60):
+            document = json.loads(message.content)
+            if document["kind"] == DELIVERY_KIND:
+                found.append(document)
+                queue.delete_message(message)
+    return found
