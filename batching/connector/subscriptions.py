@@ -28,7 +28,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
 
@@ -65,7 +65,7 @@ class SubscriptionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
 
-    callback_url: CallbackUrl
+    callback_url: Annotated[CallbackUrl, Field(repr=False)]  # a secret: never in a repr
     only_with_failures: bool = False
     correlation_id_prefix: Annotated[str, Field(max_length=256)] = ""
     action: ActionName | None = None
@@ -76,7 +76,7 @@ class Subscription:
     """A stored subscription. `url` is the secret callback URL: it goes only to the sender."""
 
     subscription_id: str
-    url: str
+    url: str = field(repr=False)  # a secret: never in a repr
     base_url: str  # the app's own, as the subscriber reached it: results name their status URL
     only_with_failures: bool
     correlation_id_prefix: str
