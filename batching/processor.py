@@ -385,26 +385,20 @@ class Processor:
         ):
             # No answer, or a 5xx other than 503: Graph may have made it, and sending it again
             # could make a second one. Never repeated; a person checks.
-            planner.settle(planned.key, OperationStatus.FAILED)
-            result.outcomes[planned.job_id].append(
-                _outcome(
-                    planned,
-                    OperationStatus.FAILED,
-                    attempts=attempts,
-                    response=answer,
-                    error_code=OUTCOME_UNKNOWN,
-                    error_message=_NO_CLEAR_ANSWER_MESSAGE,
-                )
+            self._fail(
+                planner,
+                result,
+                planned,
+                answer,
+                error_code=OUTCOME_UNKNOWN,
+                error_message=_NO_CLEAR_ANSWER_MESSAGE,
             )
         elif verdict is Verdict.TRANSIENT:
             self._retry_or_fail(planner, result, planned, answer)
         elif verdict is Verdict.NOT_REPLICATED:
             self._wait_for_replication(planner, result, planned, answer)
         else:
-            planner.settle(planned.key, OperationStatus.FAILED)
-            result.outcomes[planned.job_id].append(
-                _outcome(planned, OperationStatus.FAILED, attempts=attempts, response=answer)
-            )
+            self._fail(planner, result, planned, answer)
 
     async def _look_up_existing(
         self,
@@ -533,16 +527,13 @@ class Processor:
             body = created_team(team, answer.body)
             self._settle(planner, result, outputs, planned, replace(answer, body=body), Verdict.SUCCEEDED)
         elif state is not None and state.status is AsyncOperationStatus.FAILED:
-            planner.settle(planned.key, OperationStatus.FAILED)
-            result.outcomes[planned.job_id].append(
-                _outcome(
-                    planned,
-                    OperationStatus.FAILED,
-                    attempts=planned.item.attempts + 1,
-                    response=answer,
-                    error_code=state.error_code or "operationFailed",
-                    error_message=state.error_message or "Graph reported that its operation failed",
-                )
+            self._fail(
+                planner,
+                result,
+                planned,
+                answer,
+                error_code=state.error_code or "operationFailed",
+                error_message=state.error_message or "Graph reported that its operation failed",
             )
         elif (state is not None and state.status.running) or answer.status == 404:
             # Running, or the operation itself not replicated yet: read it again later.
@@ -558,17 +549,14 @@ class Processor:
                 reason=f"team {team_of(url)}: its operation could not be read",
             )
         else:  # Graph took the create: never a plain failure a maker would simply submit again
-            planner.settle(planned.key, OperationStatus.FAILED)
-            result.outcomes[planned.job_id].append(
-                _outcome(
-                    planned,
-                    OperationStatus.FAILED,
-                    attempts=planned.item.attempts + 1,
-                    response=answer,
-                    error_code=OUTCOME_UNKNOWN,
-                    error_message=f"Graph accepted it (team {team_of(url)}), but reading its operation "
-                    f"answered {answer.status}; check the team before submitting it again",
-                )
+            self._fail(
+                planner,
+                result,
+                planned,
+                answer,
+                error_code=OUTCOME_UNKNOWN,
+                error_message=f"Graph accepted it (team {team_of(url)}), but reading its operation "
+                f"answered {answer.status}; check the team before submitting it again",
             )
 
     def _follow_later(
@@ -584,17 +572,14 @@ class Processor:
         waited = planned.item.operation_waited
         delay = self._operations.interval_seconds
         if waited + delay > self._operations.max_wait_seconds:
-            planner.settle(planned.key, OperationStatus.FAILED)
-            result.outcomes[planned.job_id].append(
-                _outcome(
-                    planned,
-                    OperationStatus.FAILED,
-                    attempts=planned.item.attempts + 1,
-                    response=answer,
-                    error_code=OUTCOME_UNKNOWN,
-                    error_message=f"Graph accepted it but had not finished after {waited:.0f} s; it may "
-                    "still finish, so check before submitting it again",
-                )
+            self._fail(
+                planner,
+                result,
+                planned,
+                answer,
+                error_code=OUTCOME_UNKNOWN,
+                error_message=f"Graph accepted it but had not finished after {waited:.0f} s; it may "
+                "still finish, so check before submitting it again",
             )
             return
         retry = planned.item.model_copy(
@@ -646,11 +631,28 @@ class Processor:
         message: str,
     ) -> None:
         """A retry budget ran out: Failed, with Graph's last answer and why."""
+        Processor._fail(planner, result, planned, answer, error_message=message)
+
+    @staticmethod
+    def _fail(
+        planner: WavePlanner,
+        result: _WaveResult,
+        planned: PlannedItem,
+        answer: ItemResponse | None,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """`planned` ends Failed on this send (Graph's answer, or the code and message given)."""
         planner.settle(planned.key, OperationStatus.FAILED)
-        attempts = planned.item.attempts + 1
         result.outcomes[planned.job_id].append(
             _outcome(
-                planned, OperationStatus.FAILED, attempts=attempts, response=answer, error_message=message
+                planned,
+                OperationStatus.FAILED,
+                attempts=planned.item.attempts + 1,
+                response=answer,
+                error_code=error_code,
+                error_message=error_message,
             )
         )
 
