@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.data.tables.aio import TableClient
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
@@ -12,6 +14,23 @@ from batching.settings import Settings
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient
+
+
+log = logging.getLogger(__name__)
+
+
+async def create_table_if_missing(table: TableClient) -> None:
+    """Create `table` unless it exists. A 403 is not an error here: a person whose role is
+    scoped to the table itself (README "Roles for people") may use it but not create it, and
+    in Azure the deployment made it; a table that is truly missing fails the first real call."""
+    try:
+        await table.create_table()
+    except ResourceExistsError:
+        pass
+    except HttpResponseError as error:
+        if error.status_code != 403:
+            raise
+        log.info("table %s: not allowed to create it; using it as it is", table.table_name)
 
 
 class StorageNotConfigured(ValueError):

@@ -7,7 +7,6 @@ job go in entity-group transactions of up to 100.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
@@ -37,6 +36,7 @@ from batching.records import (
     OperationStatus,
     utcnow,
 )
+from batching.storage import create_table_if_missing
 
 T = TypeVar("T")
 
@@ -60,8 +60,7 @@ class ResultStore:
         self._writes = asyncio.Semaphore(max_concurrent_writes)
 
     async def ensure_table(self) -> None:
-        with contextlib.suppress(ResourceExistsError):
-            await self._table.create_table()
+        await create_table_if_missing(self._table)
 
     async def close(self) -> None:
         await self._table.close()

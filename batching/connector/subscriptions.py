@@ -46,6 +46,7 @@ from batching.errors import Problem, problems_from_validation
 from batching.intake import load_document
 from batching.models import CallbackUrl
 from batching.records import JobStatus, JobSummary, utcnow
+from batching.storage import create_table_if_missing
 
 if TYPE_CHECKING:
     from batching.service import JobView
@@ -150,8 +151,7 @@ class SubscriptionStore:
         self._table = table
 
     async def ensure_table(self) -> None:
-        with contextlib.suppress(ResourceExistsError):
-            await self._table.create_table()
+        await create_table_if_missing(self._table)
 
     async def close(self) -> None:
         await self._table.close()
@@ -292,13 +292,9 @@ class SubscriptionDesk:
         self._allowed = allowed
 
     async def ensure(self) -> None:
-        try:
-            await self._store.ensure_table()
-        except HttpResponseError as error:
-            # The operator CLI's people may not touch this table (README "Roles for people");
-            # the app creates it on start and the Bicep in Azure.
-            if error.status_code != 403:
-                raise
+        # The operator CLI's people may not touch this table (README "Roles for people"): a
+        # 403 on creating it is passed over; the app creates it on start and the Bicep in Azure.
+        await self._store.ensure_table()
 
     async def aclose(self) -> None:
         await self._store.close()

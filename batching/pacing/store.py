@@ -8,7 +8,6 @@ again. Storage errors are translated here, once, into the two cases the pacer ha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Final, Protocol
 
 from azure.core import MatchConditions
@@ -22,6 +21,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from batching.pacing.schedule import Lane, LaneState
+from batching.storage import create_table_if_missing
 
 PARTITION: Final = "pacing"
 ROW: Final = "graph"
@@ -111,8 +111,7 @@ class TablePaceStore:
         if self._ensured:
             return
         try:
-            with contextlib.suppress(ResourceExistsError):
-                await self._table.create_table()
+            await create_table_if_missing(self._table)
         except AzureError as error:
             raise PaceStoreUnavailable(type(error).__name__) from error
         self._ensured = True
