@@ -369,6 +369,13 @@ class ResultStore:
             counts[OperationStatus(entity.get("Status", "Pending"))] += 1
         return dict(counts)
 
+    async def set_total(self, job_id: str, total: int) -> None:
+        """The number of results a job will have, once it is known (a bulk file's rows that
+        change nothing get one result instead of one per operation)."""
+        await self._table.upsert_entity(
+            {"PartitionKey": job_id, "RowKey": SUMMARY_ROW_KEY, "Total": total}, mode=UpdateMode.MERGE
+        )
+
     async def has_pending(self, job_id: str) -> bool:
         """Whether any operation row of the job is still Pending: one filtered query that stops
         at the first, far cheaper than a recount for a large job that is not done."""

@@ -60,6 +60,7 @@ _CHECK_INTERVAL_SECONDS: Final = 1.0
 _WATCH_INTERVAL_SECONDS: Final = 0.25
 _RECOUNT_FROM: Final = 1_000  # jobs larger than this are recounted only once nothing is Pending
 _CHUNKS_RECORDING: Final = 4
+_CHUNKS_BUFFERED: Final = 40  # final rows of this many chunks may wait for Table storage
 _KEYS_PER_CHECK: Final = 14  # row keys one Table query can name beside the partition
 _WATCHED_AT_MOST: Final = 2_000  # more written operations than this: the job is recounted instead
 
@@ -135,7 +136,7 @@ class BulkImporter:
             await self._enqueue_parts(open_file, summary, resuming=resuming)
         await self._store.mark_enqueued(job_id)
         summary.enqueued = True
-        log.info("bulk file %s: job %s with %d results enqueued", name, job_id, total)
+        log.info("bulk file %s: job %s with %d results enqueued", name, job_id, summary.total)
         return summary
 
     async def _enqueue_changes(
@@ -159,42 +160,77 @@ class BulkImporter:
         plan = await read_plan(directory, file)
         log.info("bulk job %s: reading current values by %s", job_id, plan.describe())
         sent = self.sent.setdefault(job_id, [])
-        recording: set[asyncio.Future[None]] = set()
+        collapsed = 0
+        # Writes first: each chunk's Pending rows are recorded and its messages enqueued at once;
+        # its final rows ("no change", rejected), the bulk of a nightly file, go to recorders
+        # that may fall behind the comparison (up to a bound), so Graph's writes never wait
+        # for Table storage to take the rest.
+        final: asyncio.Queue[list[OperationOutcome] | None] = asyncio.Queue(maxsize=_CHUNKS_BUFFERED)
+        recorders = [
+            asyncio.create_task(self._record_final(summary, final)) for _ in range(_CHUNKS_RECORDING)
+        ]
+        writing: set[asyncio.Future[None]] = set()
         try:
             async for compared in compare(open_file, directory, plan):
                 rows = [
                     _rejected(rejection) for rejection in compared.rejections if rejection.op_id not in done
                 ]
+                pending: list[OperationOutcome] = []
                 items: list[WorkItem] = []
                 for row_plan in compared.plans:
                     line = row_plan.row.line
-                    for op in row_plan.unchanged:
+                    unchanged = row_plan.unchanged
+                    if (
+                        not row_plan.send
+                        and len(unchanged) > 1
+                        and not done & {op.id for op in unchanged[1:]}
+                    ):
+                        # A row that changes nothing gets one result, not one per operation:
+                        # half the rows to record on a nightly file where nearly nothing changes.
+                        unchanged = unchanged[:1]
+                        collapsed += len(row_plan.unchanged) - 1
+                    for op in unchanged:
                         if op.id not in done:
                             rows.append(_outcome(op, OperationStatus.SUCCEEDED, line, note=NO_CHANGE))
                     for op in row_plan.send:
                         if op.id not in done:
-                            rows.append(_outcome(op, OperationStatus.PENDING, line))
+                            pending.append(_outcome(op, OperationStatus.PENDING, line))
                             items.append(WorkItem(operation=op, seq=line))
                             if len(sent) <= _WATCHED_AT_MOST:
                                 sent.append(op.id)
-                # Chunks are independent: a few are recorded at once while the next is compared.
-                if len(recording) >= _CHUNKS_RECORDING:
-                    finished, recording = await asyncio.wait(recording, return_when=asyncio.FIRST_COMPLETED)
-                    for task in finished:
-                        task.result()
-                recording.add(asyncio.create_task(self._record_chunk(summary, rows, items)))
-            for task in asyncio.as_completed(recording):
-                await task
+                if pending:
+                    if len(writing) >= _CHUNKS_RECORDING:
+                        finished, writing = await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
+                        for task in finished:
+                            task.result()
+                    writing.add(asyncio.create_task(self._record_chunk(summary, pending, items)))
+                if rows:
+                    await _hand_over(final, rows, recorders)
+            for _ in recorders:
+                await _hand_over(final, None, recorders)
+            await asyncio.gather(*writing, *recorders)
+            if collapsed:
+                summary.total = file.results - collapsed
+                await self._store.set_total(job_id, summary.total)
         except asyncio.CancelledError:
-            for task in recording:
+            for task in (*writing, *recorders):
                 task.cancel()
             raise
         except BaseException:
             # What was compared before a failed read is still recorded and written: the next
             # run finds it final and does not send it again.
-            await asyncio.gather(*recording, return_exceptions=True)
+            for _ in recorders:
+                with contextlib.suppress(asyncio.QueueFull):
+                    final.put_nowait(None)
+            await asyncio.gather(*writing, *recorders, return_exceptions=True)
             self.sent.pop(job_id, None)  # the run that resumes it recounts instead
             raise
+
+    async def _record_final(
+        self, summary: JobSummary, final: asyncio.Queue[list[OperationOutcome] | None]
+    ) -> None:
+        while (rows := await final.get()) is not None:
+            await self._store.record(summary.job_id, summary.correlation_id, rows)
 
     async def _record_chunk(
         self, summary: JobSummary, rows: list[OperationOutcome], items: list[WorkItem]
@@ -587,6 +623,23 @@ async def _leased(blob: BlobClient) -> AsyncIterator[BlobLeaseClient | None]:
             await renewing
         with contextlib.suppress(HttpResponseError):
             await lease.release()  # fails harmlessly once the blob was moved
+
+
+async def _hand_over(
+    queue: asyncio.Queue[list[OperationOutcome] | None],
+    rows: list[OperationOutcome] | None,
+    recorders: list[asyncio.Task[None]],
+) -> None:
+    """Put `rows` on the recorders' queue, waiting while it is full; raise what a recorder
+    raised instead of waiting for recorders that stopped."""
+    putting = asyncio.ensure_future(queue.put(rows))
+    await asyncio.wait({putting, *recorders}, return_when=asyncio.FIRST_COMPLETED)
+    if not putting.done():
+        for recorder in recorders:
+            if recorder.done() and (error := recorder.exception()) is not None:
+                putting.cancel()
+                raise error
+    await putting
 
 
 def _outcome(
