@@ -6,7 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from batching.bulk.reader import RowOperations, RowRejection, UnreadableFile, bulk_job_id, content_hash, read_rows
+from batching.bulk.reader import (
+    RowOperations,
+    RowRejection,
+    UnreadableFile,
+    bulk_job_id,
+    content_hash,
+    read_rows,
+)
 
 
 def _read(text: str, encoding: str = "utf-8") -> list[RowOperations | RowRejection]:
