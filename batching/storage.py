@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
@@ -19,18 +20,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-async def create_table_if_missing(table: TableClient) -> None:
-    """Create `table` unless it exists. A 403 is not an error here: a person whose role is
-    scoped to the table itself (README "Roles for people") may use it but not create it, and
-    in Azure the deployment made it; a table that is truly missing fails the first real call."""
+async def create_if_missing(create: Callable[[], Awaitable[object]], name: str) -> None:
+    """Create a table, queue or container unless it exists. A 403 is not an error here: a
+    person whose role is scoped to the resource itself (README "Roles for people") may use it
+    but not create it, and in Azure the deployment made it; one truly missing fails the first
+    real call."""
     try:
-        await table.create_table()
+        await create()
     except ResourceExistsError:
         pass
     except HttpResponseError as error:
         if error.status_code != 403:
             raise
-        log.info("table %s: not allowed to create it; using it as it is", table.table_name)
+        log.info("%s: not allowed to create it; using it as it is", name)
+
+
+async def create_table_if_missing(table: TableClient) -> None:
+    await create_if_missing(table.create_table, f"table {table.table_name}")
 
 
 class StorageNotConfigured(ValueError):

@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobClient, BlobLeaseClient, ContainerClient
 
 from batching.bulk.changes import NO_CHANGE
@@ -42,6 +42,7 @@ from batching.bulk.reader import (
 )
 from batching.models import Operation, WorkItem
 from batching.records import JobSummary, OperationOutcome, OperationStatus, utcnow
+from batching.storage import create_if_missing
 from batching.store import ResultStore
 from batching.workqueue import WorkQueue, pack_work
 
@@ -329,8 +330,9 @@ class BulkPickup:
         self.wait_seconds = wait_seconds
 
     async def ensure_container(self) -> None:
-        with contextlib.suppress(ResourceExistsError):
-            await self._container.create_container()
+        await create_if_missing(
+            self._container.create_container, f"container {self._container.container_name}"
+        )
 
     async def close(self) -> None:
         await self._container.close()
