@@ -25,8 +25,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from batching.bulk.changes import NO_CHANGE
 from batching.bulk.current import ReadFailed
-from batching.bulk.pickup import FileReport, hash_local, open_local
+from batching.bulk.pickup import FileReport, hash_local, open_local, result_counts
 from batching.bulk.preview import PreviewResult, shown, write_preview
 from batching.bulk.reader import UnreadableFile
 from batching.errors import problems_from_validation
@@ -135,6 +136,10 @@ async def status(args: argparse.Namespace, service: ProvisioningService) -> int:
         else await service.store.failures(args.job_id)
     )
     _print_job(summary, shown)
+    if summary.source == "bulk":
+        counts = result_counts(summary, await service.store.count_noted(args.job_id, NO_CHANGE))
+        kinds = ("changed", "unchanged", "failed", "rejected")
+        out.print(", ".join(f"{name} {counts[name]:,}" for name in kinds))
     return EXIT_OK
 
 

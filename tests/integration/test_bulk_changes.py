@@ -53,6 +53,19 @@ def _written(graph: ServedEmulator) -> list[dict[str, Any]]:
     ]
 
 
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m batching ...` as an operator runs it, against the test's stack."""
+    return subprocess.run(
+        [sys.executable, "-m", "batching", *args],
+        cwd=ROOT,
+        env={**os.environ, **env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def _read_urls(graph: ServedEmulator) -> list[str]:
     calls = graph.emulator.batch_calls()
     return [unquote(item["url"]) for call in calls for item in call["items"] if item["method"] == "GET"]
@@ -141,6 +154,8 @@ def test_a_file_where_nothing_changed_writes_nothing(
     results = rows(app_env, report["jobId"])
     assert len(results) == 300  # one per row: none changes anything
     assert {(row["Status"], row["Note"]) for row in results.values()} == {("Succeeded", "no change")}
+    status = _cli(app_env, "status", report["jobId"])
+    assert "changed 0, unchanged 300, failed 0, rejected 0" in status.stdout
 
 
 def test_reads_throttled_by_graph_wait_and_resume_at_the_same_page(
@@ -238,15 +253,7 @@ def test_the_cli_previews_a_local_file_beside_it_and_prints_a_summary(
         "\n".join([HEADER, _same(21), "user22@contoso.com,Architect,,,,user1@contoso.com"]) + "\n"
     )
 
-    done = subprocess.run(
-        [sys.executable, "-m", "batching", "bulk", "preview", str(local)],
-        cwd=ROOT,
-        env={**os.environ, **app_env, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _cli(app_env, "bulk", "preview", str(local))
 
     assert done.returncode == 0, done.stderr
     assert "changed" in done.stdout
