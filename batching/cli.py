@@ -74,7 +74,8 @@ async def _run(command: Command, args: argparse.Namespace, settings: Settings) -
 
 @asynccontextmanager
 async def _service(settings: Settings) -> AsyncIterator[ProvisioningService]:
-    service = ProvisioningService.create(settings)
+    # Not watched for the trigger: the operator CLI's people may not read the subscriptions.
+    service = ProvisioningService.create(settings, watch_bulk=False)
     try:
         await service.ensure_resources()
         yield service

@@ -92,8 +92,11 @@ class ProvisioningService:
         queues: WorkQueues,
         processor: Processor,
         coalescer: BatchCoalescer,
+        *,
+        watch_bulk: bool = True,
     ) -> None:
         self.settings = settings
+        self._watch_bulk = watch_bulk
         self._coalescer = coalescer
         self.store = store
         self.queues = queues
@@ -121,7 +124,9 @@ class ProvisioningService:
 
     @property
     def bulk(self) -> BulkPickup:
-        """The bulk CSV pickup, loaded (with the blob SDK) only where it is used."""
+        """The bulk CSV pickup, loaded (with the blob SDK) only where it is used. Its files'
+        jobs are offered to the trigger's subscribers unless `watch_bulk` is off (the operator
+        CLI, whose people may not read the subscriptions)."""
         if self._bulk is None:
             from batching.bulk.current import UserDirectory
             from batching.bulk.pickup import BulkPickup
@@ -138,6 +143,7 @@ class ProvisioningService:
                 wait_seconds=self.settings.bulk_wait_seconds,
                 directory=directory,
                 change_detection=self.settings.bulk_change_detection,
+                watch=self.subscriptions.watch if self._watch_bulk else None,
             )
         return self._bulk
 
@@ -148,9 +154,15 @@ class ProvisioningService:
 
     @classmethod
     def create(
-        cls, settings: Settings, *, graph_transport: httpx.AsyncBaseTransport | None = None
+        cls,
+        settings: Settings,
+        *,
+        graph_transport: httpx.AsyncBaseTransport | None = None,
+        watch_bulk: bool = True,
     ) -> ProvisioningService:
-        """Wire real clients from settings; tests may swap only the Graph transport."""
+        """Wire real clients from settings; tests may swap only the Graph transport.
+        `watch_bulk`: bulk files' jobs are offered to the trigger's subscribers (the app's
+        timer; not the operator CLI, whose people may not read the subscriptions)."""
         base_url = check_graph_endpoint(settings.graph_base_url, settings.graph_credential)
         credential = build_credential(settings)
         http = build_http_client(
@@ -196,7 +208,7 @@ class ProvisioningService:
                 settings.teams_operation_poll_seconds, settings.teams_operation_max_wait_seconds
             ),
         )
-        service = cls(settings, store, queues, processor, coalescer)
+        service = cls(settings, store, queues, processor, coalescer, watch_bulk=watch_bulk)
         service._close_graph = (http, credential)
         service._pace_store = pace_store
         telemetry.watch(pacer=pacer, coalescer=coalescer)

@@ -4,6 +4,8 @@ One pickup run: list new files -> lease one -> download it to a temporary file, 
 streams -> count its rows -> compare them with Graph and record and enqueue what changed, chunk
 by chunk (or, with change detection off, every row in parts) -> wait a while for the job ->
 move the file to `processed/` with a summary next to it (or to `failed/` with the reason).
+Once a file's work is queued, its job is watched for the trigger's subscribers, as the other
+doors' jobs are.
 Files under `preview/` are compared and described, never applied (batching.bulk.preview).
 
 Every step may be repeated. The job id is the content hash, so the same content is applied once
@@ -20,7 +22,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
@@ -67,6 +69,9 @@ _WATCHED_AT_MOST: Final = 2_000  # more written operations than this: the job is
 
 # Opens the file for one pass over it (the file is read twice: to count, then to enqueue).
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]
+# Offers a job to the trigger's subscribers once it is done (SubscriptionDesk.watch): job id,
+# operations still to run.
+Watch = Callable[[str, int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +110,23 @@ class BulkImporter:
 
     With a `directory`, rows are compared with what Graph holds first (batching.bulk.changes):
     only differing properties are written, and unchanged operations end `Succeeded` with the
-    note "no change" without being sent. Without one, every row is written."""
+    note "no change" without being sent. Without one, every row is written.
 
-    def __init__(self, store: ResultStore, queue: WorkQueue, directory: UserDirectory | None = None) -> None:
+    With a `watch`, each file's job is offered to the trigger's subscribers once it is done, as
+    the HTTP and queue doors offer theirs."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        queue: WorkQueue,
+        directory: UserDirectory | None = None,
+        *,
+        watch: Watch | None = None,
+    ) -> None:
         self._store = store
         self._queue = queue
         self.directory = directory
+        self._watch = watch
         # Per job, the operations this process enqueued in change-aware mode, in order: the
         # pickup watches these few instead of recounting the whole job until they are done.
         self.sent: dict[str, list[str]] = {}
@@ -135,6 +151,10 @@ class BulkImporter:
             await self._enqueue_changes(open_file, summary, file, self.directory, resuming=resuming)
         else:
             await self._enqueue_parts(open_file, summary, resuming=resuming)
+        if self._watch is not None:
+            # After the work is queued and before the job is marked so: a run that stops in
+            # between watches again when it resumes (a second watch sends nothing twice).
+            await self._watch(job_id, summary.pending)
         await self._store.mark_enqueued(job_id)
         summary.enqueued = True
         log.info("bulk file %s: job %s with %d results enqueued", name, job_id, summary.total)
@@ -321,11 +341,12 @@ class BulkPickup:
         wait_seconds: float,
         directory: UserDirectory | None = None,
         change_detection: bool = True,
+        watch: Watch | None = None,
     ) -> None:
         self._container = container
         self._store = store
         self.directory = directory  # reads current values (change detection and previews)
-        self.importer = BulkImporter(store, queue, directory if change_detection else None)
+        self.importer = BulkImporter(store, queue, directory if change_detection else None, watch=watch)
         self._container_ready = False
         self.wait_seconds = wait_seconds
 

@@ -9,11 +9,12 @@ subscription's Location (DELETE) when the flow is deleted or turned off.
   may read; operators' roles cover the results and pacing tables only. The URL is never in a
   message, a log line, a results row or an answer. A subscription's id is a hash of its URL,
   so the same URL again (a flow saved again) is the same subscription, its filters the latest.
-- Which jobs: every job the HTTP doors (jobs, typed actions, the webhook action) or the
-  provisioning queue accept while at least one subscription exists gets one watch message on
-  the callback queue. It waits for the job as the webhook action's callback does, then fans
-  out one delivery message per subscription that matches and existed when the job was
-  submitted; a job submitted before a subscription existed is not sent to it.
+- Which jobs: every job the HTTP doors (jobs, typed actions, the webhook action), the
+  provisioning queue or the bulk pickup (a CSV file's job; not a preview, which is no job)
+  accept while at least one subscription exists gets one watch message on the callback queue.
+  It waits for the job as the webhook action's callback does, then fans out one delivery
+  message per subscription that matches and existed when the job was submitted; a job
+  submitted before a subscription existed is not sent to it.
 - Exactly once per (job, subscription): each delivery has a row in the subscriptions table
   (`delivery-{jobId}`, the subscription's id) holding the same state the action's callback
   keeps on the job's row, and is claimed, sent, retried and settled by the same code
