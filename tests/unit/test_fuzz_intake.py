@@ -1018,7 +1018,13 @@ class _DoorService:
         self.callback_hosts = AllowedHosts.parse(settings.callback_allowed_hosts)
 
     async def submit(
-        self, raw: bytes, *, base_url: str | None = None, callback_required: bool = False
+        self,
+        raw: bytes,
+        *,
+        action: str | None = None,
+        base_url: str | None = None,
+        callback_required: bool = False,
+        watched: bool = False,
     ) -> Accepted | Invalid | Conflict:
         hosts = self.callback_hosts if base_url is not None else None  # as the service does
         parsed = parse_job(raw, callback_hosts=hosts, callback_required=callback_required)
