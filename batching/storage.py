@@ -6,7 +6,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
@@ -37,6 +39,32 @@ async def create_if_missing(create: Callable[[], Awaitable[object]], name: str) 
 
 async def create_table_if_missing(table: TableClient) -> None:
     await create_if_missing(table.create_table, f"table {table.table_name}")
+
+
+async def merge_if_unchanged(
+    table: TableClient,
+    entity: dict[str, Any],
+    etag: str | None,
+    run: Callable[[Callable[[], Awaitable[object]]], Awaitable[object]] | None = None,
+) -> bool:
+    """Merge `entity` into its row only if the row is still as read (`etag`): False when it
+    changed meanwhile (412) or is gone (404), the caller's cue that someone else moved first.
+    `run` wraps the call (a store's retry policy for transient errors)."""
+
+    def merge() -> Awaitable[object]:
+        return table.update_entity(
+            entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified
+        )
+
+    try:
+        await (run(merge) if run is not None else merge())
+    except ResourceNotFoundError:
+        return False
+    except HttpResponseError as error:
+        if error.status_code != 412:
+            raise
+        return False
+    return True
 
 
 class StorageNotConfigured(ValueError):

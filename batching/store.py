@@ -36,7 +36,7 @@ from batching.records import (
     OperationStatus,
     utcnow,
 )
-from batching.storage import create_table_if_missing
+from batching.storage import create_table_if_missing, merge_if_unchanged
 
 T = TypeVar("T")
 
@@ -84,19 +84,7 @@ class ResultStore:
         """Merge `fields` into the job's summary row if it is still as read (`etag`); False
         when it changed meanwhile or is gone."""
         entity = {"PartitionKey": job_id, "RowKey": SUMMARY_ROW_KEY, **fields, "UpdatedAt": utcnow()}
-        try:
-            await self._with_retries(
-                lambda: self._table.update_entity(
-                    entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified
-                )
-            )
-        except ResourceNotFoundError:
-            return False
-        except HttpResponseError as error:
-            if error.status_code != 412:
-                raise
-            return False
-        return True
+        return await merge_if_unchanged(self._table, entity, etag, self._with_retries)
 
     async def create_job(self, summary: JobSummary, rows: Sequence[OperationOutcome]) -> bool:
         """Insert the summary, then the rows; False when the job already existed."""

@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -47,7 +46,7 @@ from batching.errors import Problem, problems_from_validation
 from batching.intake import load_document
 from batching.models import CallbackUrl
 from batching.records import JobStatus, JobSummary, utcnow
-from batching.storage import create_table_if_missing
+from batching.storage import create_table_if_missing, merge_if_unchanged
 
 if TYPE_CHECKING:
     from batching.service import JobView
@@ -228,17 +227,7 @@ class SubscriptionStore:
         self, job_id: str, sub_id: str, fields: dict[str, Any], etag: str | None
     ) -> bool:
         entity = {"PartitionKey": f"delivery-{job_id}", "RowKey": sub_id, **fields, "UpdatedAt": utcnow()}
-        try:
-            await self._table.update_entity(
-                entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified
-            )
-        except ResourceNotFoundError:
-            return False
-        except HttpResponseError as error:
-            if error.status_code != 412:
-                raise
-            return False
-        return True
+        return await merge_if_unchanged(self._table, entity, etag)
 
 
 @dataclass(frozen=True, slots=True)
