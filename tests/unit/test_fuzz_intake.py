@@ -1021,10 +1021,9 @@ class _DoorService:
         self,
         raw: bytes,
         *,
-        action: str | None = None,
         base_url: str | None = None,
         callback_required: bool = False,
-        watched: bool = False,
+        **_: object,  # the service's other options do not change what intake accepts
     ) -> Accepted | Invalid | Conflict:
         hosts = self.callback_hosts if base_url is not None else None  # as the service does
         parsed = parse_job(raw, callback_hosts=hosts, callback_required=callback_required)
