@@ -66,3 +66,21 @@ def devhost(app_env: dict[str, str], tmp_path: Path) -> Iterator[DevHost]:
     finally:
         host.stop()
         print(host.log()[-4000:])
+
+
+@pytest.fixture
+def receiver_env(app_env: dict[str, str]) -> dict[str, str]:
+    """`app_env`, with callbacks allowed to the local receiver that stands in for Power
+    Automate (tests.integration.callback_receiver): 127.0.0.1 joins the allow-list."""
+    return {**app_env, "CALLBACK_ALLOWED_HOSTS": "default,127.0.0.1"}
+
+
+@pytest.fixture
+def receiver_host(receiver_env: dict[str, str], tmp_path: Path) -> Iterator[DevHost]:
+    """A dev host that may call the local receiver back."""
+    host = start_devhost(receiver_env, tmp_path / "devhost.log")
+    try:
+        yield host
+    finally:
+        host.stop()
+        print(host.log()[-4000:])

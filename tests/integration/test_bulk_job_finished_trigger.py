@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from batching.connector.callbacks import CHECK_MIN_SECONDS
-from devhost.stack import DevHost, ServedEmulator, start_devhost
+from devhost.stack import DevHost, ServedEmulator
 from tests.integration.callback_receiver import callback_receiver
 from tests.integration.helpers import (
     all_partitions,
@@ -28,17 +25,6 @@ from tests.integration.helpers import (
 
 _FILE = "hr/nightly.csv"
 _CSV = b"userPrincipalName,jobTitle\r\nuser1@contoso.com,Pilot\r\nuser2@contoso.com,Navigator\r\n"
-
-
-@pytest.fixture
-def trigger_host(app_env: dict[str, str], tmp_path: Path) -> Iterator[DevHost]:
-    """Callbacks may go to the local receiver: 127.0.0.1 is added to the allow-list."""
-    host = start_devhost({**app_env, "CALLBACK_ALLOWED_HOSTS": "default,127.0.0.1"}, tmp_path / "devhost.log")
-    try:
-        yield host
-    finally:
-        host.stop()
-        print(host.log()[-4000:])
 
 
 def _drop(env: dict[str, str], name: str, data: bytes) -> None:
@@ -54,12 +40,12 @@ def _processed(env: dict[str, str], name: str) -> dict[str, Any]:
 
 
 def test_a_bulk_files_job_is_posted_once_to_a_matching_subscription_and_a_preview_is_not(
-    trigger_host: DevHost, app_env: dict[str, str], graph: ServedEmulator
+    receiver_host: DevHost, app_env: dict[str, str], graph: ServedEmulator
 ) -> None:
     graph.emulator.tenant.seed_users(2)
     secrets = {name: f"S3cr3tSig{name}{uuid.uuid4().hex}" for name in ("hr", "action", "failures")}
-    url = f"{trigger_host.base_url}/api/webhooks/subscriptions"
-    with callback_receiver() as receiver, httpx.Client(timeout=30, headers=trigger_host.headers) as client:
+    url = f"{receiver_host.base_url}/api/webhooks/subscriptions"
+    with callback_receiver() as receiver, httpx.Client(timeout=30, headers=receiver_host.headers) as client:
         filters: dict[str, dict[str, object]] = {
             "hr": {"correlationIdPrefix": "hr/"},  # the file's name is the job's correlation ID
             "action": {"action": "updateUsers"},  # a bulk job is no typed action's
@@ -71,16 +57,16 @@ def test_a_bulk_files_job_is_posted_once_to_a_matching_subscription_and_a_previe
 
         _drop(app_env, _FILE, _CSV)
         _drop(app_env, "preview/nightly.csv", _CSV)
-        run_bulk_pickup(trigger_host.base_url)
+        run_bulk_pickup(receiver_host.base_url)
         report = _processed(app_env, _FILE)
         assert "preview/nightly.preview.json" in blob_names(app_env)
         wait_until(lambda: receiver.taken, timeout=15)
 
         _drop(app_env, _FILE, _CSV)  # the same file again: the same job
-        run_bulk_pickup(trigger_host.base_url)
+        run_bulk_pickup(receiver_host.base_url)
         again = _processed(app_env, _FILE)
         time.sleep(CHECK_MIN_SECONDS + 2)  # a second POST would have come by now
-        final = client.get(f"{trigger_host.base_url}/api/jobs/{report['jobId']}")
+        final = client.get(f"{receiver_host.base_url}/api/jobs/{report['jobId']}")
 
     assert (report["outcome"], report["status"]) == ("processed", "Succeeded")
     assert again["jobId"] == report["jobId"]
@@ -88,10 +74,10 @@ def test_a_bulk_files_job_is_posted_once_to_a_matching_subscription_and_a_previe
     [taken] = receiver.taken
     assert taken.path.endswith(f"sig={secrets['hr']}")
     assert final.status_code == 200
-    assert taken.body == {**final.json(), "statusUrl": f"{trigger_host.base_url}/api/jobs/{report['jobId']}"}
+    assert taken.body == {**final.json(), "statusUrl": f"{receiver_host.base_url}/api/jobs/{report['jobId']}"}
     assert (taken.body["correlationId"], taken.body["operationCount"]) == (_FILE, 2)
     # The URLs stay in the subscriptions table: no result row, blob or log line has them.
     written = json.dumps([all_partitions(app_env), report, again], default=str)
     for secret in secrets.values():
         assert secret not in written
-        assert secret not in trigger_host.log()
+        assert secret not in receiver_host.log()

@@ -8,13 +8,10 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
@@ -23,25 +20,9 @@ from batching.connector.subscriptions import DELIVERY_KIND, DeliveryMessage, Sub
 from batching.records import OperationOutcome, OperationStatus
 from batching.service import Accepted, ProvisioningService
 from batching.settings import Settings
-from devhost.stack import DevHost, ServedEmulator, start_devhost
+from devhost.stack import DevHost, ServedEmulator
 from tests.integration.callback_receiver import callback_receiver
 from tests.integration.helpers import all_partitions, poll_job, summary, wait_until
-
-
-@pytest.fixture
-def trigger_env(app_env: dict[str, str]) -> dict[str, str]:
-    """Callbacks may go to the local receiver: 127.0.0.1 is added to the allow-list."""
-    return {**app_env, "CALLBACK_ALLOWED_HOSTS": "default,127.0.0.1"}
-
-
-@pytest.fixture
-def trigger_host(trigger_env: dict[str, str], tmp_path: Path) -> Iterator[DevHost]:
-    host = start_devhost(trigger_env, tmp_path / "devhost.log")
-    try:
-        yield host
-    finally:
-        host.stop()
-        print(host.log()[-4000:])
 
 
 def _job(job_id: str, correlation_id: str) -> dict[str, Any]:
@@ -71,16 +52,16 @@ def _stored(env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def test_a_subscribed_flow_gets_each_matching_job_once_and_nothing_after_it_unsubscribes(
-    trigger_host: DevHost, trigger_env: dict[str, str], graph: ServedEmulator
+    receiver_host: DevHost, receiver_env: dict[str, str], graph: ServedEmulator
 ) -> None:
     graph.emulator.tenant.seed_users(1)
     secret = f"S3cr3tSig{uuid.uuid4().hex}"
-    base = trigger_host.base_url
+    base = receiver_host.base_url
     with callback_receiver(fail_first=2) as receiver, httpx.Client(timeout=30) as client:
         subscription = {"callbackUrl": receiver.url(secret), "correlationIdPrefix": "hr-"}
-        first = client.post(f"{base}/api/webhooks/subscriptions?code={trigger_host.key}", json=subscription)
+        first = client.post(f"{base}/api/webhooks/subscriptions?code={receiver_host.key}", json=subscription)
         # Power Automate subscribes again when the flow is saved: the same subscription.
-        again = client.post(f"{base}/api/webhooks/subscriptions?code={trigger_host.key}", json=subscription)
+        again = client.post(f"{base}/api/webhooks/subscriptions?code={receiver_host.key}", json=subscription)
         for answer in (first, again):
             assert answer.status_code == 201, answer.text
             assert secret not in answer.text
@@ -88,30 +69,31 @@ def test_a_subscribed_flow_gets_each_matching_job_once_and_nothing_after_it_unsu
         assert again.headers["Location"] == first.headers["Location"]
         location = first.headers["Location"]
         sub_id = first.json()["subscriptionId"]
-        assert location == f"{base}/api/webhooks/subscriptions/{sub_id}?code={trigger_host.key}"
+        assert location == f"{base}/api/webhooks/subscriptions/{sub_id}?code={receiver_host.key}"
         assert first.json() == {
             "subscriptionId": sub_id,
             "onlyWithFailures": False,
             "correlationIdPrefix": "hr-",
         }
-        assert [e["RowKey"] for e in _stored(trigger_env) if e["PartitionKey"] == "subscriptions"] == [sub_id]
+        stored = _stored(receiver_env)
+        assert [e["RowKey"] for e in stored if e["PartitionKey"] == "subscriptions"] == [sub_id]
 
         for job_id, correlation_id in (("hr-job", "hr-2041"), ("sales-job", "sales-2041")):
             submitted = client.post(
-                f"{base}/api/jobs", json=_job(job_id, correlation_id), headers=trigger_host.headers
+                f"{base}/api/jobs", json=_job(job_id, correlation_id), headers=receiver_host.headers
             )
             assert submitted.status_code == 202, submitted.text
         wait_until(lambda: receiver.taken, timeout=60)
-        assert poll_job(client, f"{base}/api/jobs/sales-job?code={trigger_host.key}")[-1].status_code == 200
+        assert poll_job(client, f"{base}/api/jobs/sales-job?code={receiver_host.key}")[-1].status_code == 200
         time.sleep(CHECK_MIN_SECONDS + 3)  # a second POST, or the other job's, would have come by now
-        final = client.get(f"{base}/api/jobs/hr-job", headers=trigger_host.headers)
+        final = client.get(f"{base}/api/jobs/hr-job", headers=receiver_host.headers)
 
         assert client.delete(location).status_code == 204
         after = client.post(
-            f"{base}/api/jobs", json=_job("hr-after", "hr-2042"), headers=trigger_host.headers
+            f"{base}/api/jobs", json=_job("hr-after", "hr-2042"), headers=receiver_host.headers
         )
         assert after.status_code == 202
-        assert poll_job(client, f"{base}/api/jobs/hr-after?code={trigger_host.key}")[-1].status_code == 200
+        assert poll_job(client, f"{base}/api/jobs/hr-after?code={receiver_host.key}")[-1].status_code == 200
         time.sleep(CHECK_MIN_SECONDS + 3)
         gone = client.delete(location)
 
@@ -126,18 +108,18 @@ def test_a_subscribed_flow_gets_each_matching_job_once_and_nothing_after_it_unsu
     assert (taken.body["jobId"], taken.body["status"]) == ("hr-job", "PartiallySucceeded")
     assert gone.status_code == 404
     assert gone.json()["errors"][0]["field"] == "subscriptionId"
-    assert not [e for e in _stored(trigger_env) if e["PartitionKey"] == "subscriptions"]
+    assert not [e for e in _stored(receiver_env) if e["PartitionKey"] == "subscriptions"]
     # The URL is only ever in the subscriptions table: no result row, log line or answer has it.
-    assert secret not in json.dumps(all_partitions(trigger_env), default=str)
-    assert secret not in trigger_host.log()
+    assert secret not in json.dumps(all_partitions(receiver_env), default=str)
+    assert secret not in receiver_host.log()
 
 
 def test_a_callback_url_off_the_allow_list_or_a_bad_filter_is_a_400_naming_the_field(
-    trigger_host: DevHost, trigger_env: dict[str, str]
+    receiver_host: DevHost, receiver_env: dict[str, str]
 ) -> None:
     secret = f"S3cr3tSig{uuid.uuid4().hex}"
-    url = f"{trigger_host.base_url}/api/webhooks/subscriptions"
-    with httpx.Client(timeout=30, headers=trigger_host.headers) as client:
+    url = f"{receiver_host.base_url}/api/webhooks/subscriptions"
+    with httpx.Client(timeout=30, headers=receiver_host.headers) as client:
         elsewhere = client.post(url, json={"callbackUrl": f"https://evil.example/x?sig={secret}"})
         private = client.post(url, json={"callbackUrl": f"https://10.0.0.8/x?sig={secret}"})
         missing = client.post(url, json={"correlationIdPrefix": "hr-"})
@@ -156,7 +138,7 @@ def test_a_callback_url_off_the_allow_list_or_a_bad_filter_is_a_400_naming_the_f
     assert "sometimes" not in bad_filters.text
     assert bad_id.status_code == 400
     assert [e["field"] for e in bad_id.json()["errors"]] == ["subscriptionId"]
-    assert not _stored(trigger_env)
+    assert not _stored(receiver_env)
 
 
 async def test_two_fan_outs_and_deliveries_at_once_post_once_and_an_unsubscribed_flow_gets_nothing(

@@ -9,38 +9,19 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from azure.data.tables import TableClient, UpdateMode
 
 from batching.connector.callbacks import CHECK_MIN_SECONDS
 from batching.records import OperationOutcome, OperationStatus
 from batching.service import Accepted, Invalid, ProvisioningService
 from batching.settings import Settings
-from devhost.stack import DevHost, ServedEmulator, start_devhost
+from devhost.stack import DevHost, ServedEmulator
 from tests.integration.callback_receiver import callback_receiver
 from tests.integration.helpers import all_partitions, poll_job, summary, wait_until
-
-
-@pytest.fixture
-def hook_env(app_env: dict[str, str]) -> dict[str, str]:
-    """Callbacks may go to the local receiver: 127.0.0.1 is added to the allow-list."""
-    return {**app_env, "CALLBACK_ALLOWED_HOSTS": "default,127.0.0.1"}
-
-
-@pytest.fixture
-def hook_host(hook_env: dict[str, str], tmp_path: Path) -> Iterator[DevHost]:
-    host = start_devhost(hook_env, tmp_path / "devhost.log")
-    try:
-        yield host
-    finally:
-        host.stop()
-        print(host.log()[-4000:])
 
 
 def _job(job_id: str, callback_url: str | None, count: int = 3) -> dict[str, Any]:
@@ -63,19 +44,19 @@ def _job(job_id: str, callback_url: str | None, count: int = 3) -> dict[str, Any
 
 
 def test_the_webhook_action_posts_the_results_once_to_a_receiver_that_failed_twice(
-    hook_host: DevHost, hook_env: dict[str, str], graph: ServedEmulator
+    receiver_host: DevHost, receiver_env: dict[str, str], graph: ServedEmulator
 ) -> None:
     graph.emulator.tenant.seed_users(3)
     secret = f"S3cr3tSig{uuid.uuid4().hex}"
     with callback_receiver(fail_first=2) as receiver, httpx.Client(timeout=30) as client:
         subscribed = client.post(
-            f"{hook_host.base_url}/api/webhooks/jobs?code={hook_host.key}",
+            f"{receiver_host.base_url}/api/webhooks/jobs?code={receiver_host.key}",
             json=_job("hook-1", receiver.url(secret)),
         )
         assert subscribed.status_code == 201, subscribed.text
         assert (
             subscribed.headers["Location"]
-            == f"{hook_host.base_url}/api/webhooks/jobs/hook-1?code={hook_host.key}"
+            == f"{receiver_host.base_url}/api/webhooks/jobs/hook-1?code={receiver_host.key}"
         )
         assert subscribed.json()["jobId"] == "hook-1"
         assert secret not in subscribed.text
@@ -83,7 +64,7 @@ def test_the_webhook_action_posts_the_results_once_to_a_receiver_that_failed_twi
 
         wait_until(lambda: receiver.taken, timeout=60)
         time.sleep(CHECK_MIN_SECONDS + 2)  # a second POST would have come by now
-        final = client.get(f"{hook_host.base_url}/api/jobs/hook-1", headers=hook_host.headers)
+        final = client.get(f"{receiver_host.base_url}/api/jobs/hook-1", headers=receiver_host.headers)
         # Power Automate unsubscribes once the action has its results: nothing changes.
         assert client.delete(subscribed.headers["Location"]).status_code == 204
 
@@ -96,7 +77,7 @@ def test_the_webhook_action_posts_the_results_once_to_a_receiver_that_failed_twi
     # The callback body is the 200 answer of the status URL, keyless (the receiver is no caller).
     assert final.status_code == 200
     assert secret not in final.text
-    assert taken.body == {**final.json(), "statusUrl": f"{hook_host.base_url}/api/jobs/hook-1"}
+    assert taken.body == {**final.json(), "statusUrl": f"{receiver_host.base_url}/api/jobs/hook-1"}
     results = taken.body
     assert results["status"] == "PartiallySucceeded"
     assert results["correlationId"] == "flow-run-7"
@@ -104,52 +85,52 @@ def test_the_webhook_action_posts_the_results_once_to_a_receiver_that_failed_twi
     assert [op["id"] for op in results["operations"]] == ["title-1", "title-2", "title-3", "nobody"]
     assert results["operations"][3]["httpStatus"] == 404
 
-    row = summary(hook_env, "hook-1")
+    row = summary(receiver_env, "hook-1")
     assert (row["CallbackState"], row["CallbackAttempts"]) == ("Delivered", 3)
-    stored = json.dumps(all_partitions(hook_env), default=str)
+    stored = json.dumps(all_partitions(receiver_env), default=str)
     assert secret not in stored
     assert "/workflows/run/actions/wait" not in stored
-    assert secret not in hook_host.log()
+    assert secret not in receiver_host.log()
 
 
 def test_unsubscribing_stops_a_pending_callback_and_the_job_runs_on(
-    hook_host: DevHost, hook_env: dict[str, str], graph: ServedEmulator
+    receiver_host: DevHost, receiver_env: dict[str, str], graph: ServedEmulator
 ) -> None:
     graph.emulator.tenant.seed_users(3)
     with callback_receiver() as receiver, httpx.Client(timeout=30) as client:
         subscribed = client.post(
-            f"{hook_host.base_url}/api/webhooks/jobs?code={hook_host.key}",
+            f"{receiver_host.base_url}/api/webhooks/jobs?code={receiver_host.key}",
             json=_job("hook-2", receiver.url("sig2")),
         )
         assert subscribed.status_code == 201, subscribed.text
         assert client.delete(subscribed.headers["Location"]).status_code == 204
         assert client.delete(subscribed.headers["Location"]).status_code == 204  # again: still stopped
 
-        answers = poll_job(client, f"{hook_host.base_url}/api/jobs/hook-2?code={hook_host.key}")
+        answers = poll_job(client, f"{receiver_host.base_url}/api/jobs/hook-2?code={receiver_host.key}")
         assert answers[-1].status_code == 200
         time.sleep(CHECK_MIN_SECONDS + 3)  # the callback's first look at the job is past
         unknown = client.delete(
-            f"{hook_host.base_url}/api/webhooks/jobs/no-such-job", headers=hook_host.headers
+            f"{receiver_host.base_url}/api/webhooks/jobs/no-such-job", headers=receiver_host.headers
         )
 
     assert receiver.attempts == 0
-    assert summary(hook_env, "hook-2")["CallbackState"] == "Cancelled"
+    assert summary(receiver_env, "hook-2")["CallbackState"] == "Cancelled"
     assert unknown.status_code == 404
     assert unknown.json()["errors"][0]["field"] == "jobId"
 
 
 def test_a_callback_url_that_is_missing_or_not_allowed_is_a_400_naming_callback_url(
-    hook_host: DevHost, devhost: DevHost
+    receiver_host: DevHost, devhost: DevHost
 ) -> None:
     secret = f"S3cr3tSig{uuid.uuid4().hex}"
-    with httpx.Client(timeout=30, headers=hook_host.headers) as client:
-        missing = client.post(f"{hook_host.base_url}/api/webhooks/jobs", json=_job("hook-3", None))
+    with httpx.Client(timeout=30, headers=receiver_host.headers) as client:
+        missing = client.post(f"{receiver_host.base_url}/api/webhooks/jobs", json=_job("hook-3", None))
         elsewhere = client.post(
-            f"{hook_host.base_url}/api/webhooks/jobs",
+            f"{receiver_host.base_url}/api/webhooks/jobs",
             json=_job("hook-4", f"https://evil.example/x?sig={secret}"),
         )
         private = client.post(
-            f"{hook_host.base_url}/api/jobs", json=_job("hook-5", f"https://10.0.0.8/x?sig={secret}")
+            f"{receiver_host.base_url}/api/jobs", json=_job("hook-5", f"https://10.0.0.8/x?sig={secret}")
         )
     # The default allow-list has no loopback address.
     loopback = httpx.post(
