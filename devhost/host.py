@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue.aio import QueueClient
@@ -220,7 +220,8 @@ class QueuePoller:
                 log.warning("message %s is not base64; moved to poison", message.id)
                 await self._move_to_poison(message)
                 return
-            lease = asyncio.create_task(self._keep_leased(message))
+            finished = asyncio.Event()
+            lease = asyncio.create_task(self._keep_leased(message, finished))
             try:
                 await invoke(
                     self.entry,
@@ -234,7 +235,10 @@ class QueuePoller:
                     ),
                 )
             finally:
-                lease.cancel()
+                # Not cancelled: a renewal in flight must land, or the pop receipt it brings
+                # back is lost and the delete below fails (the message would run again).
+                finished.set()
+                await lease
             await self._queue.delete_message(message)
         except Exception:
             log.exception(
@@ -253,10 +257,19 @@ class QueuePoller:
         finally:
             self._running -= 1
 
-    async def _keep_leased(self, message: Any) -> None:
+    async def _keep_leased(self, message: Any, finished: asyncio.Event) -> None:
+        """Keep the message invisible while its function runs, as the host does; a renewal
+        that fails is tried again at the next interval."""
         while True:
-            await asyncio.sleep(LEASE_SECONDS / 3)
-            updated = await self._queue.update_message(message, visibility_timeout=LEASE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), LEASE_SECONDS / 3)
+            if finished.is_set():
+                return
+            try:
+                updated = await self._queue.update_message(message, visibility_timeout=LEASE_SECONDS)
+            except AzureError:
+                log.warning("renewing the lease on message %s failed; trying again", message.id)
+                continue
             message.pop_receipt = updated.pop_receipt
 
     def _decode(self, content: str) -> bytes | None:
