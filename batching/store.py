@@ -50,7 +50,8 @@ _KEYS_PER_QUERY: Final = 14
 _CONCURRENT_WRITES: Final = 8
 _WRITE_ATTEMPTS: Final = 4
 # From this many operations on, reading the job's rows (at most a submission, 1,000) is cheaper
-# than key lookups; bulk parts (60 rows of a job of any size) stay below it.
+# than key lookups. Bulk messages (parts of 60 operations of a job of any size, with change
+# detection on or off) must stay below it, or each would read its whole job.
 _SCAN_FROM_KEYS: Final = 300
 
 

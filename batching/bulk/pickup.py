@@ -259,8 +259,13 @@ class BulkImporter:
         """Rows first, then the writes on the queue: a crash in between leaves rows Pending
         without a message, and the next run compares and enqueues them again."""
         await self._store.record(summary.job_id, summary.correlation_id, rows)
-        for message in pack_work(summary.job_id, summary.correlation_id, items, priority="low"):
-            await self._queue.send(message)
+        # In parts of PART_OPERATIONS, as with change detection off: a message of a few batches
+        # is looked up by key when it runs, where a larger one would read its whole job, which
+        # for a bulk file can be 100,000 rows (ResultStore.row_states).
+        for start in range(0, len(items), PART_OPERATIONS):
+            part = items[start : start + PART_OPERATIONS]
+            for message in pack_work(summary.job_id, summary.correlation_id, part, priority="low"):
+                await self._queue.send(message)
 
     async def _enqueue_parts(self, open_file: Opener, summary: JobSummary, *, resuming: bool) -> None:
         job_id, correlation_id = summary.job_id, summary.correlation_id

@@ -16,6 +16,12 @@ from urllib.parse import unquote
 
 import pytest
 
+from batching.bulk.pickup import PART_OPERATIONS
+from batching.models import WorkMessage
+from batching.service import ProvisioningService
+from batching.settings import Settings
+from batching.storage import queue_client
+from batching.store import _SCAN_FROM_KEYS
 from devhost.stack import ROOT, DevHost, ServedEmulator
 from tests.integration.helpers import (
     blob_json,
@@ -298,3 +304,31 @@ def test_a_run_stopped_by_a_failing_read_is_resumed_by_the_next_without_writing_
     assert len(results) == 2 * len(changed) + (400 - len(changed))  # unchanged rows: one result each
     assert {row["Status"] for row in results.values()} == {"Succeeded"}
     assert report["counts"] == {**report["counts"], "changed": len(changed), "unchanged": 400, "pending": 0}
+
+
+async def test_changed_rows_go_on_the_queue_in_parts_a_message_can_look_up_by_key(
+    graph: ServedEmulator, app_env: dict[str, str]
+) -> None:
+    """Every row of a large file changes: each message still carries at most PART_OPERATIONS
+    operations, so the message that runs them looks its rows up by key rather than reading
+    the whole job (ResultStore.row_states), which for a nightly file is the workforce."""
+    graph.emulator.tenant.seed_users(700, profile=True)
+    _drop(
+        app_env,
+        "all.csv",
+        ["userPrincipalName,jobTitle"] + [f"user{n}@contoso.com,New" for n in range(1, 701)],
+    )
+    settings = Settings.model_validate({**app_env, "BULK_WAIT_SECONDS": "0"})
+    service = ProvisioningService.create(settings)
+    try:
+        await service.ensure_resources()
+        [report] = await service.bulk.run_once()
+        assert report.outcome == "running"
+        sizes: list[int] = []
+        async with queue_client(settings, settings.bulk_queue) as queue:
+            async for message in queue.receive_messages(messages_per_page=32, max_messages=1000):
+                sizes.append(len(WorkMessage.model_validate_json(message.content).items))
+    finally:
+        await service.aclose()
+    assert sum(sizes) == 700
+    assert max(sizes) <= PART_OPERATIONS < _SCAN_FROM_KEYS
