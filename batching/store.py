@@ -27,6 +27,7 @@ from azure.data.tables.aio import TableClient
 from pydantic import JsonValue
 
 from batching.claims import NO_ROW, RowState
+from batching.models import MAX_OPERATIONS_PER_SUBMISSION
 from batching.records import (
     PROCESSING_FAILED,
     SUMMARY_ROW_KEY,
@@ -39,6 +40,7 @@ from batching.records import (
 from batching.storage import create_table_if_missing, merge_if_unchanged
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 MAX_TRANSACTION: Final = 100
 _MAX_TRANSACTION_BYTES: Final = 3 * 1024 * 1024
@@ -49,10 +51,13 @@ _KEYS_PER_QUERY: Final = 14
 # often one is tried when the connection drops.
 _CONCURRENT_WRITES: Final = 8
 _WRITE_ATTEMPTS: Final = 4
-# From this many operations on, reading the job's rows (at most a submission, 1,000) is cheaper
-# than key lookups. Bulk messages (parts of 60 operations of a job of any size, with change
-# detection on or off) must stay below it, or each would read its whole job.
+# From this many operations on, reading a small job's rows whole is cheaper than key lookups.
 _SCAN_FROM_KEYS: Final = 300
+# Only a job of at most a submission's operations is read whole for a few hundred of them: a
+# run that holds many messages of a bulk job (of 100,000 rows, say) looks them up by key, or
+# each run would read, and hold, the whole job.
+_SCAN_JOBS_UP_TO: Final = MAX_OPERATIONS_PER_SUBMISSION
+_LOOKUPS_AT_ONCE: Final = 16
 
 
 class ResultStore:
@@ -259,15 +264,33 @@ class ResultStore:
     async def row_states(self, job_id: str, op_ids: Collection[str]) -> dict[str, RowState]:
         """Each operation's status and claim, with its ETag; absent rows are `NO_ROW`."""
         ids = sorted(set(op_ids))
-        found: dict[str, RowState] = {}
-        if len(ids) >= _SCAN_FROM_KEYS:
-            parts = [await self._row_states(job_id)]
+        if await self._reads_whole_job(job_id, len(ids)):
+            found = await self._row_states(job_id)
         else:
-            groups = [ids[start : start + _KEYS_PER_QUERY] for start in range(0, len(ids), _KEYS_PER_QUERY)]
-            parts = await asyncio.gather(*(self._row_states(job_id, *group) for group in groups))
-        for part in parts:
-            found.update(part)
+            found = await self._by_key_groups(ids, partial(self._row_states, job_id))
         return {op_id: found.get(op_id, NO_ROW) for op_id in ids}
+
+    async def _reads_whole_job(self, job_id: str, keys: int) -> bool:
+        """Whether `keys` operations of the job are better read with the whole job: many of
+        them, in a job known to be small."""
+        if keys < _SCAN_FROM_KEYS:
+            return False
+        summary = await self.get_summary(job_id)
+        return summary is not None and summary.total <= _SCAN_JOBS_UP_TO
+
+    @staticmethod
+    async def _by_key_groups(
+        ids: Sequence[str], query: Callable[..., Awaitable[dict[str, V]]]
+    ) -> dict[str, V]:
+        """`query(*keys)` for groups of at most as many keys as one filter may name, a bounded
+        number at once."""
+        groups = [ids[start : start + _KEYS_PER_QUERY] for start in range(0, len(ids), _KEYS_PER_QUERY)]
+        found: dict[str, V] = {}
+        for start in range(0, len(groups), _LOOKUPS_AT_ONCE):
+            wave = groups[start : start + _LOOKUPS_AT_ONCE]
+            for part in await asyncio.gather(*(query(*group) for group in wave)):
+                found.update(part)
+        return found
 
     async def _row_states(self, job_id: str, *op_ids: str) -> dict[str, RowState]:
         parameters = {"pk": job_id, "empty": SUMMARY_ROW_KEY}
@@ -338,14 +361,10 @@ class ResultStore:
         if op_ids is None:
             return await self._statuses(job_id)
         ids = sorted(set(op_ids))
-        if len(ids) >= _SCAN_FROM_KEYS:  # one streamed query beats dozens of key lookups
+        if await self._reads_whole_job(job_id, len(ids)):
             wanted = set(ids)
             return {key: status for key, status in (await self._statuses(job_id)).items() if key in wanted}
-        groups = [ids[start : start + _KEYS_PER_QUERY] for start in range(0, len(ids), _KEYS_PER_QUERY)]
-        found: dict[str, OperationStatus] = {}
-        for part in await asyncio.gather(*(self._statuses(job_id, *group) for group in groups)):
-            found.update(part)
-        return found
+        return await self._by_key_groups(ids, partial(self._statuses, job_id))
 
     async def count_statuses(self, job_id: str) -> dict[OperationStatus, int]:
         """Rows per status, counted as they stream in (a large job is never held whole)."""
