@@ -58,14 +58,20 @@ def app_env(azurite: Azurite, graph: ServedEmulator) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def devhost(app_env: dict[str, str], tmp_path: Path) -> Iterator[DevHost]:
-    host = start_devhost(app_env, tmp_path / "devhost.log")
+def _hosted(env: dict[str, str], tmp_path: Path) -> Iterator[DevHost]:
+    """A dev host for one test; its log's end is printed when the test ends (pytest shows it
+    for a failure)."""
+    host = start_devhost(env, tmp_path / "devhost.log")
     try:
         yield host
     finally:
         host.stop()
         print(host.log()[-4000:])
+
+
+@pytest.fixture
+def devhost(app_env: dict[str, str], tmp_path: Path) -> Iterator[DevHost]:
+    yield from _hosted(app_env, tmp_path)
 
 
 @pytest.fixture
@@ -78,9 +84,4 @@ def receiver_env(app_env: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def receiver_host(receiver_env: dict[str, str], tmp_path: Path) -> Iterator[DevHost]:
     """A dev host that may call the local receiver back."""
-    host = start_devhost(receiver_env, tmp_path / "devhost.log")
-    try:
-        yield host
-    finally:
-        host.stop()
-        print(host.log()[-4000:])
+    yield from _hosted(receiver_env, tmp_path)
