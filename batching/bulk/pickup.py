@@ -259,9 +259,8 @@ class BulkImporter:
         """Rows first, then the writes on the queue: a crash in between leaves rows Pending
         without a message, and the next run compares and enqueues them again."""
         await self._store.record(summary.job_id, summary.correlation_id, rows)
-        # In parts of PART_OPERATIONS, as with change detection off: a message of a few batches
-        # is looked up by key when it runs, where a larger one would read its whole job, which
-        # for a bulk file can be 100,000 rows (ResultStore.row_states).
+        # In parts of PART_OPERATIONS, as with change detection off: each message is three full
+        # batches, so an invocation holds as much work in flight whichever mode made it.
         for start in range(0, len(items), PART_OPERATIONS):
             part = items[start : start + PART_OPERATIONS]
             for message in pack_work(summary.job_id, summary.correlation_id, part, priority="low"):

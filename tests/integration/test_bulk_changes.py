@@ -310,8 +310,8 @@ async def test_changed_rows_go_on_the_queue_in_parts_a_message_can_look_up_by_ke
     graph: ServedEmulator, app_env: dict[str, str]
 ) -> None:
     """Every row of a large file changes: each message still carries at most PART_OPERATIONS
-    operations, so the message that runs them looks its rows up by key rather than reading
-    the whole job (ResultStore.row_states), which for a nightly file is the workforce."""
+    operations, as with change detection off, so an invocation's work in flight (and the rows
+    it looks up by key) stays the same size."""
     graph.emulator.tenant.seed_users(700, profile=True)
     _drop(
         app_env,
